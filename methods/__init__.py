@@ -1,0 +1,1 @@
+"""Pruning methods: one file per method, a registry, and the shared mask-selection code."""
