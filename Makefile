@@ -1,0 +1,34 @@
+# One-command entry points. Every install is constrained to torch==2.13.0 (constraints.txt).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.prunebench-installed
+CORES  ?= 2
+
+.PHONY: setup test test-fast grid smoke site lint clean-smoke
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup             ## set up, then every test (slow end-to-end ones included)
+	$(BIN)/python -m pytest -q tests
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+grid: setup             ## set up, then the default grid and the leaderboard (site/_build/)
+	$(BIN)/snakemake --cores $(CORES) --keep-going
+
+smoke: setup
+	$(BIN)/snakemake --cores $(CORES) --configfile config/smoke.yaml
+
+site: setup             ## rebuild only the leaderboard from the committed results/
+	$(BIN)/snakemake --cores 1 site
+
+lint: setup
+	$(BIN)/snakemake --lint

@@ -1,0 +1,50 @@
+# PruneBench workflow: models x methods x patterns -> results/runs/*.json -> site/_build/.
+#
+# Run:   snakemake --cores 2                          (default grid, config/config.yaml)
+#        snakemake --cores 2 --configfile config/smoke.yaml   (minutes; CI)
+#        snakemake --cores 1 site                     (only rebuild the leaderboard from results/)
+# Paths:
+#   work/prepared/{model}.json                  model fetched/converted/built once (work/models/)
+#   work/calib/{model}.safetensors              calibration token ids, shared by every method
+#   work/pruned/{model}/{method}/{pattern}/     pruned checkpoint (temp unless keep_checkpoints)
+#   {results_dir}/runs/{model}/{method}/{pattern}.json   one versioned run JSON (committed)
+#   {site_dir}/index.html                       the leaderboard (a pure function of results/)
+#   logs/, work/benchmarks/                     per-job logs and Snakemake benchmarks
+# The config is validated against config/schema.yaml before any job runs; combinations a
+# method cannot do are dropped here with a message, never left to fail as jobs.
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, workflow.basedir)
+from bench.config import load_config, plan  # noqa: E402
+from bench.workflow import prune_inputs, write_effective_config  # noqa: E402
+
+if not config:
+    configfile: "config/config.yaml"
+
+CFG = load_config(dict(config))
+RUNS, DROPPED = plan(CFG)
+for _run, _why in DROPPED:
+    sys.stderr.write(f"PruneBench: dropped {_run.id}: {_why}\n")
+
+CONFIG_JSON = write_effective_config(CFG)
+
+RESULTS = CFG["results_dir"]
+SITE = CFG["site_dir"]
+PY = sys.executable
+# CPU jobs take every core unless the config pins engine.threads (tiny models: 1 -> parallel jobs)
+JOB_THREADS = min(CFG["engine"]["threads"] or workflow.cores, workflow.cores)
+RUN_FILES = [f"{RESULTS}/runs/{r.model}/{r.method}/{r.pattern}.json" for r in RUNS]
+
+include: "rules/data.smk"
+include: "rules/prune.smk"
+include: "rules/leaderboard.smk"
+
+
+rule all:
+    input:
+        RUN_FILES,
+        f"{SITE}/index.html",
+    default_target: True

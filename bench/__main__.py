@@ -1,0 +1,169 @@
+"""Command line: list | plan | prepare | calib | prune | evaluate | leaderboard | train.
+
+Owns argument parsing and turning PruneBench errors into one clear line (exit code 2). All
+work is done by importable functions (bench.pipeline, bench.leaderboard, bench.train).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("bench")
+
+
+def _cmd_list(args: argparse.Namespace) -> None:
+    from bench.adapters import ADAPTERS
+    from bench.models import load_zoo
+    from methods import registry
+    from methods.base import PATTERN_FORMS
+
+    zoo = load_zoo(Path(args.zoo) if args.zoo else None)
+    out = ["models:"]
+    for key, spec in zoo.items():
+        tag = " [trained here]" if spec.trained_here else ""
+        out.append(f"  {key:<16} {spec.arch:<6} {spec.source.get('kind'):<10} {spec.description}{tag}")
+    out.append("methods:")
+    for name, cls in registry.available().items():
+        out.append(f"  {name:<16} {cls.kind:<10} {cls.capabilities.describe()}")
+        if cls.description:
+            out.append(f"  {'':<16} {cls.description}")
+    for name, err in registry.plugin_errors().items():
+        out.append(f"  {name:<16} FAILED TO LOAD: {err}")
+    out.append("patterns:")
+    out.append("  dense, unstructured-P (P% of each prunable layer, e.g. unstructured-50),")
+    out.append("  NofM (keep N of every M consecutive inputs, e.g. 2of4, 4of8),")
+    out.append("  structured-P (P% of prunable parameters as whole heads/channels)")
+    out.append(f"  forms: {', '.join(PATTERN_FORMS)}")
+    out.append("architectures: " + ", ".join(sorted(ADAPTERS)))
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+def _cmd_plan(args: argparse.Namespace) -> None:
+    from bench.config import load_config, plan
+
+    runs, dropped = plan(load_config(args.config))
+    for run in runs:
+        sys.stdout.write(run.id + "\n")
+    for run, why in dropped:
+        sys.stderr.write(f"dropped {run.id}: {why}\n")
+
+
+def _cmd_prepare(args: argparse.Namespace) -> None:
+    from bench import models
+    from bench.config import load_config
+    from bench.packages import REPO_ROOT
+
+    cfg = load_config(args.config)
+    spec = models.get_spec(args.model, models.load_zoo(REPO_ROOT / cfg["zoo"]))
+    where = models.prepare(spec)
+    if args.out:
+        marker = {"key": spec.key, "path": str(where), "provenance":
+                  models.model_provenance(Path(where)) if isinstance(where, Path) else {}}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(str(args.out) + ".tmp")
+        tmp.write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+        tmp.replace(args.out)
+    sys.stdout.write(f"{where}\n")
+
+
+def _cmd_calib(args: argparse.Namespace) -> None:
+    from bench.config import load_config
+    from bench.pipeline import make_calibration
+
+    make_calibration(args.model, load_config(args.config), Path(args.out) if args.out else None)
+
+
+def _cmd_prune(args: argparse.Namespace) -> None:
+    from bench.pipeline import prune
+
+    params = json.loads(args.params) if args.params else None
+    prune(args.model, args.method, args.pattern, Path(args.out), args.config, params,
+          Path(args.calib) if args.calib else None, progress=not args.quiet)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from bench.pipeline import evaluate
+
+    path, run = evaluate(Path(args.checkpoint), Path(args.out) if args.out else None, args.config,
+                         progress=not args.quiet)
+    sys.stdout.write(f"{path}: " + ", ".join(f"{k}={v:.4g}" for k, v in run["metrics"].items())
+                     + f", sparsity={run['sparsity']['achieved']:.4f}\n")
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> None:
+    from bench.leaderboard import build_site
+
+    index = build_site(Path(args.results), Path(args.out))
+    sys.stdout.write(f"{index}\n")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from bench import train
+
+    train.main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("list", help="models, methods with capabilities, patterns")
+    s.add_argument("--zoo", default=None)
+    s.set_defaults(fn=_cmd_list)
+    s = sub.add_parser("plan", help="the runs of a grid config (dropped ones on stderr)")
+    s.add_argument("--config", default=None)
+    s.set_defaults(fn=_cmd_plan)
+    s = sub.add_parser("prepare", help="fetch/convert/build a zoo model once (cached in work/)")
+    s.add_argument("--model", required=True)
+    s.add_argument("--config", default=None)
+    s.add_argument("--out", default=None, help="marker JSON to write when done")
+    s.set_defaults(fn=_cmd_prepare)
+    s = sub.add_parser("calib", help="sample and save a model's calibration token ids")
+    s.add_argument("--model", required=True)
+    s.add_argument("--config", default=None)
+    s.add_argument("--out", default=None)
+    s.set_defaults(fn=_cmd_calib)
+    s = sub.add_parser("prune", help="prune a model; write a loadable checkpoint + prune.json")
+    for a in ("--model", "--method", "--pattern", "--out"):
+        s.add_argument(a, required=True)
+    s.add_argument("--config", default=None)
+    s.add_argument("--params", default=None, help='JSON hyperparameter overrides, e.g. \'{"blocksize": 64}\'')
+    s.add_argument("--calib", default=None, help="calibration file (default work/calib/MODEL.safetensors)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=_cmd_prune)
+    s = sub.add_parser("evaluate", help="perplexity + sparsity of a pruned checkpoint -> run JSON")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--out", default=None, help="default results/runs/MODEL/METHOD/PATTERN.json")
+    s.add_argument("--config", default=None)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=_cmd_evaluate)
+    s = sub.add_parser("leaderboard", help="build the static site from results/")
+    s.add_argument("--results", default="results")
+    s.add_argument("--out", default="site/_build")
+    s.set_defaults(fn=_cmd_leaderboard)
+    s = sub.add_parser("train", help="train a tiny model for the zoo (see bench/train.py)")
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.set_defaults(fn=_cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.fn(args)
+    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as exc:
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        sys.stderr.write(f"error: {msg}\n")
+        if args.verbose:
+            raise
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

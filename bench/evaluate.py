@@ -1,0 +1,86 @@
+"""Evaluation of a (pruned) model: perplexity under the one protocol, and achieved sparsity.
+
+Owns: `perplexity` (non-overlapping windows of `seqlen` tokens over the evaluation text tokenized
+once without special tokens, no BOS inserted, the trailing partial window dropped, NLL averaged
+over every predicted token), `measure_sparsity` and `check_pattern` (verified on the weights of
+the prunable layers, N:M structure checked group by group).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from bench.adapters import ArchAdapter
+from methods.base import Pattern, PruneBenchError
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, token_ids: torch.Tensor, seqlen: int, batch_size: int = 4,
+               progress: bool = True) -> dict[str, Any]:
+    """token_ids [N] -> {"ppl", "nll", "n_tokens" (predicted), "n_windows", "seqlen"}."""
+    n_windows = token_ids.numel() // seqlen
+    if n_windows == 0:
+        raise PruneBenchError(f"evaluation text has {token_ids.numel()} tokens, fewer than seqlen={seqlen}")
+    windows = token_ids[: n_windows * seqlen].view(n_windows, seqlen)   # [W, seqlen]
+    device = next(model.parameters()).device
+    total_nll = 0.0
+    total_tokens = 0
+    model.eval()
+    for start in tqdm(range(0, n_windows, batch_size), desc="perplexity", disable=not progress):
+        batch = windows[start:start + batch_size].to(device)              # [b, seqlen]
+        logits = model(input_ids=batch, use_cache=False).logits.float()   # [b, seqlen, V]
+        nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                              batch[:, 1:].reshape(-1), reduction="sum")
+        total_nll += float(nll)
+        total_tokens += batch[:, 1:].numel()
+    mean_nll = total_nll / total_tokens
+    if not math.isfinite(mean_nll):
+        raise PruneBenchError("perplexity is not finite: the model produces NaN/Inf logits")
+    return {"ppl": math.exp(mean_nll), "nll": mean_nll, "n_tokens": total_tokens,
+            "n_windows": n_windows, "seqlen": seqlen}
+
+
+@torch.no_grad()
+def measure_sparsity(model: nn.Module, adapter: ArchAdapter) -> dict[str, Any]:
+    """Zeros in the prunable linears (per layer and overall) and whole-model parameter counts."""
+    per_layer: dict[str, float] = {}
+    zeros = numel = 0
+    for name, lin in adapter.prunable(model).items():
+        z = int((lin.weight == 0).sum())
+        per_layer[name] = z / lin.weight.numel()
+        zeros += z
+        numel += lin.weight.numel()
+    seen: set[int] = set()
+    total = nonzero = 0
+    for p in model.parameters():
+        if id(p) in seen:            # tied embeddings count once
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        nonzero += int((p != 0).sum())
+    return {"achieved": zeros / max(numel, 1), "per_layer": per_layer, "prunable_params": numel,
+            "total_params": total, "nonzero_params": nonzero}
+
+
+@torch.no_grad()
+def check_pattern(model: nn.Module, adapter: ArchAdapter, pattern: Pattern,
+                  per_layer: dict[str, float], tolerance: float = 0.01) -> None:
+    """Raise if the saved weights do not honour the pattern (N:M exactly, unstructured ~target)."""
+    if pattern.kind == "nm":
+        assert pattern.n is not None and pattern.m is not None
+        for name, lin in adapter.prunable(model).items():
+            w = lin.weight
+            groups = (w != 0).reshape(w.shape[0], -1, pattern.m).sum(-1)   # [out, in/m]
+            if int(groups.max()) > pattern.n:
+                raise PruneBenchError(f"layer {name} violates {pattern.slug}: a group of "
+                                      f"{pattern.m} has {int(groups.max())} nonzeros")
+    elif pattern.kind == "unstructured":
+        for name, frac in per_layer.items():
+            if frac < pattern.sparsity - 1e-3 or frac > pattern.sparsity + tolerance:
+                raise PruneBenchError(f"layer {name} has sparsity {frac:.4f}, target "
+                                      f"{pattern.sparsity:.4f} ({pattern.slug})")

@@ -1,0 +1,83 @@
+"""Benchmark: pruning wall time relative to one forward pass of the calibration set.
+
+Owns the measurement behind our speed goal (SparseGPT on smollm2-135m at most 1.5x one forward
+pass of the calibration set). Usage:
+    python -m bench.prune_speed --model smollm2-135m --method sparsegpt --pattern 2of4
+It loads the model once, times a full forward of the calibration ids (same batch size as the
+engine, after a warm-up batch), then times the engine on a fresh copy of the weights, and writes
+results/bench/prune_speed/{model}-{method}-{pattern}.json with the ratio and the engine's breakdown.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from bench import models, results
+from bench.adapters import adapter_for
+from bench.config import load_config
+from bench.engine import prune_layerwise
+from bench.packages import REPO_ROOT
+from bench.pipeline import DTYPES, _load_calibration
+from methods import registry
+from methods.base import parse_pattern
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def forward_seconds(model: torch.nn.Module, ids: torch.Tensor, batch_size: int) -> float:
+    """Wall time of one forward pass of ids [n, seq] through the whole model, batch by batch."""
+    model(input_ids=ids[:1], use_cache=False)          # warm-up
+    t0 = time.perf_counter()
+    for start in range(0, ids.shape[0], batch_size):
+        model(input_ids=ids[start:start + batch_size], use_cache=False)
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--method", default="sparsegpt")
+    p.add_argument("--pattern", default="2of4")
+    p.add_argument("--config", default=None)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    cfg = load_config(args.config)
+    spec = models.get_spec(args.model, models.load_zoo(REPO_ROOT / cfg["zoo"]))
+    model, _ = models.load_model(models.prepare(spec), DTYPES[cfg["engine"]["dtype"]])
+    ids, _ = _load_calibration(args.model, cfg, None)
+    bs = cfg["engine"]["batch_size"]
+    fwd = forward_seconds(model, ids, bs)
+    method = registry.create(args.method, cfg["methods"].get(args.method, {}))
+    t0 = time.perf_counter()
+    rep = prune_layerwise(model, adapter_for(model), method, parse_pattern(args.pattern), ids, bs,
+                          cfg["engine"]["sequential"], progress=True)
+    prune = time.perf_counter() - t0
+    out = {
+        "model": args.model, "method": args.method, "pattern": args.pattern,
+        "calibration_shape": list(ids.shape), "batch_size": bs,
+        "forward_seconds": fwd, "prune_seconds": prune, "ratio": prune / fwd,
+        "breakdown": {"stats": rep.seconds_stats, "prune": rep.seconds_prune,
+                      "propagate": rep.seconds_propagate},
+        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "environment": results.environment_info(), "code": results.git_info(REPO_ROOT),
+    }
+    path = Path(args.out) if args.out else (REPO_ROOT / "results" / "bench" / "prune_speed" /
+                                            f"{args.model}-{args.method}-{args.pattern}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    log.info("forward %.1fs, prune %.1fs, ratio %.2fx -> %s", fwd, prune, prune / fwd, path)
+    return out
+
+
+if __name__ == "__main__":
+    main()

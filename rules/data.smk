@@ -1,0 +1,39 @@
+# Data rules: fetch/convert/build each model once, sample its calibration ids once.
+
+
+rule prepare:
+    output:
+        "work/prepared/{model}.json",
+    params:
+        py=PY,
+        config=CONFIG_JSON,
+    log:
+        "logs/prepare/{model}.log",
+    benchmark:
+        "work/benchmarks/prepare/{model}.tsv"
+    threads: workflow.cores
+    conda:
+        "envs/prunebench.yaml"
+    shell:
+        "{params.py} -m bench prepare --model {wildcards.model} --config {params.config} "
+        "--out {output} > {log} 2>&1"
+
+
+rule calib:
+    input:
+        "work/prepared/{model}.json",
+    output:
+        "work/calib/{model}.safetensors",
+    params:
+        py=PY,
+        config=CONFIG_JSON,
+        protocol=json.dumps(CFG["calibration"], sort_keys=True),
+    log:
+        "logs/calib/{model}.log",
+    benchmark:
+        "work/benchmarks/calib/{model}.tsv"
+    conda:
+        "envs/prunebench.yaml"
+    shell:
+        "{params.py} -m bench calib --model {wildcards.model} --config {params.config} "
+        "--out {output} > {log} 2>&1"

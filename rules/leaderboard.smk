@@ -1,0 +1,18 @@
+# The leaderboard: a pure function of the run JSONs under the results directory.
+
+
+rule site:
+    input:
+        RUN_FILES,
+    output:
+        f"{SITE}/index.html",
+    params:
+        py=PY,
+        results=lambda wc: RESULTS,
+        site=lambda wc, output: os.path.dirname(output[0]),
+    log:
+        "logs/leaderboard.log",
+    conda:
+        "envs/prunebench.yaml"
+    shell:
+        "{params.py} -m bench leaderboard --results {params.results} --out {params.site} > {log} 2>&1"

