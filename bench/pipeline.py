@@ -119,7 +119,9 @@ def prune(model_key: str, method_name: str, pattern_slug: str, out: Path,
     model.to(device)
     t0 = time.perf_counter()
     engine_report: dict[str, Any] = {}
-    if isinstance(method, LayerwiseMethod):
+    if method.kind == "baseline":
+        pass                                    # the dense reference: weights untouched
+    elif isinstance(method, LayerwiseMethod):
         rep = prune_layerwise(model, adapter, method, pattern, calib_ids, engine["batch_size"],
                               engine["sequential"], progress)
         engine_report = {"seconds_stats": rep.seconds_stats, "seconds_prune": rep.seconds_prune,
