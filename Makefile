@@ -27,8 +27,8 @@ grid: setup             ## set up, then the default grid and the leaderboard (si
 smoke: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smoke.yaml
 
-site: setup             ## rebuild only the leaderboard from the committed results/
-	$(BIN)/snakemake --cores 1 site
+site: setup             ## rebuild only the leaderboard from results/ (runs nothing else)
+	$(BIN)/python -m bench leaderboard --results results --out site/_build
 
 lint: setup
 	$(BIN)/snakemake --lint
