@@ -4,6 +4,7 @@
 #        snakemake --cores 2 --configfile config/smoke.yaml   (minutes; CI)
 #        snakemake --cores 1 site                     (only rebuild the leaderboard from results/)
 # Paths:
+#   zoo/{model}/model.safetensors               weights of a model trained here (rule train_tiny)
 #   work/prepared/{model}.json                  model fetched/converted/built once (work/models/)
 #   work/calib/{model}.safetensors              calibration token ids, shared by every method
 #   work/pruned/{model}/{method}/{pattern}/     pruned checkpoint (temp unless keep_checkpoints)
@@ -19,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 from bench.config import load_config, plan  # noqa: E402
-from bench.workflow import prune_inputs, write_effective_config  # noqa: E402
+from bench.workflow import (  # noqa: E402
+    prepare_inputs, prune_inputs, train_recipe, write_effective_config)
 
 if not config:
     configfile: "config/config.yaml"

@@ -100,12 +100,6 @@ def _cmd_leaderboard(args: argparse.Namespace) -> None:
     sys.stdout.write(f"{index}\n")
 
 
-def _cmd_train(args: argparse.Namespace) -> None:
-    from bench import train
-
-    train.main(args.rest)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true")
@@ -144,13 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--results", default="results")
     s.add_argument("--out", default="site/_build")
     s.set_defaults(fn=_cmd_leaderboard)
-    s = sub.add_parser("train", help="train a tiny model for the zoo (see bench/train.py)")
-    s.add_argument("rest", nargs=argparse.REMAINDER)
-    s.set_defaults(fn=_cmd_train)
+    sub.add_parser("train", help="train a tiny zoo model: python -m bench train --help")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:                 # everything after `train` belongs to bench.train
+        from bench import train
+
+        train.main(argv[1:])
+        return 0
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -31,7 +31,8 @@ SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
     "hub": ("id",),
     "random": ("seed", "tokenizer", "config"),
 }
-ENTRY_FIELDS: frozenset[str] = frozenset({"arch", "description", "source", "trained_here"})
+ENTRY_FIELDS: frozenset[str] = frozenset({"arch", "description", "source", "trained_here",
+                                          "recipe"})
 TOKENIZER_FILES: tuple[str, ...] = ("tokenizer.json", "tokenizer_config.json", "vocab.json",
                                     "merges.txt", "special_tokens_map.json", "tokenizer.model")
 
@@ -45,6 +46,7 @@ class ModelSpec:
     description: str
     source: dict[str, Any] = field(hash=False)
     trained_here: bool = False
+    recipe: str | None = None   # `python -m bench train` arguments that regenerate a trained model
 
     @property
     def kind(self) -> str:
@@ -94,7 +96,14 @@ def _validate(key: str, entry: Any, where: str) -> ModelSpec:
         if cfg["model_type"] != arch:
             raise bad(f"source.config.model_type '{cfg['model_type']}' does not match arch '{arch}'")
     return ModelSpec(key=key, arch=arch, description=entry["description"], source=dict(source),
-                     trained_here=trained_here)
+                     trained_here=trained_here, recipe=_recipe(entry, bad))
+
+
+def _recipe(entry: dict[str, Any], bad: Any) -> str | None:
+    recipe = entry.get("recipe")
+    if recipe is not None and (not isinstance(recipe, str) or not entry.get("trained_here")):
+        raise bad("recipe must be a string of `python -m bench train` arguments, on a trained_here model")
+    return recipe
 
 
 def load_zoo(path: Path | None = None) -> dict[str, ModelSpec]:

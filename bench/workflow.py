@@ -2,7 +2,8 @@
 
 Owns: writing the validated config where every job reads it (work/configs/{name}.json, only
 rewritten when its content changes, so unchanged protocols cause no reruns), and the input list
-of a prune job (the calibration file only for methods that need calibration).
+of a prune job (the calibration file only for methods that need calibration), and the weights
+of models trained here (regenerated from their zoo recipe when missing).
 """
 from __future__ import annotations
 
@@ -29,3 +30,23 @@ def prune_inputs(model: str, method: str) -> list[str]:
     if registry.get(method).capabilities.needs_calibration:
         inputs.append(f"work/calib/{model}.safetensors")
     return inputs
+
+
+def prepare_inputs(model: str, zoo_path: str) -> list[str]:
+    """A model trained here depends on its weights, which the `train_tiny` rule regenerates."""
+    from bench.models import get_spec, load_zoo
+
+    spec = get_spec(model, load_zoo(Path(zoo_path)))
+    if spec.trained_here and spec.recipe and spec.source.get("kind") == "local":
+        return [f"{spec.source['path']}/model.safetensors"]
+    return []
+
+
+def train_recipe(model_dir: str, zoo_path: str) -> str:
+    """The recipe of the zoo model whose local path is `model_dir` (for the train_tiny rule)."""
+    from bench.models import load_zoo
+
+    for spec in load_zoo(Path(zoo_path)).values():
+        if spec.recipe and spec.source.get("path") == model_dir:
+            return spec.recipe
+    raise ValueError(f"no zoo model with a training recipe lives in {model_dir}")

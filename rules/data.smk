@@ -1,7 +1,27 @@
 # Data rules: fetch/convert/build each model once, sample its calibration ids once.
 
 
+rule train_tiny:
+    output:
+        "zoo/{tiny}/model.safetensors",
+    params:
+        py=PY,
+        recipe=lambda wc: train_recipe(f"zoo/{wc.tiny}", CFG["zoo"]),
+        out=lambda wc, output: os.path.dirname(output[0]),
+    log:
+        "logs/train/{tiny}.log",
+    benchmark:
+        "work/benchmarks/train/{tiny}.tsv"
+    threads: workflow.cores
+    conda:
+        "envs/prunebench.yaml"
+    shell:
+        "{params.py} -m bench train {params.recipe} --out {params.out} > {log} 2>&1"
+
+
 rule prepare:
+    input:
+        lambda wc: prepare_inputs(wc.model, CFG["zoo"]),
     output:
         "work/prepared/{model}.json",
     params:

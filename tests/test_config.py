@@ -52,3 +52,17 @@ def test_planner_drops_unsupported_with_reason() -> None:
     assert all(r.pattern != "structured-20" for r in runs)
     assert dropped and all("cannot do pattern 'structured-20'" in why for _, why in dropped)
     assert len(dropped) == 2 * 3          # 2 models x 3 element-wise methods
+
+
+def test_trained_models_regenerate_from_their_recipe() -> None:
+    from bench.workflow import prepare_inputs, train_recipe
+
+    zoo = str(REPO_ROOT / "config" / "models.yaml")
+    assert prepare_inputs("opt-tiny", zoo) == ["zoo/opt-tiny/model.safetensors"]
+    assert prepare_inputs("smollm2-135m", zoo) == []
+    assert "--arch opt" in train_recipe("zoo/opt-tiny", zoo)
+    from bench.models import get_spec
+
+    with pytest.raises(ValueError, match="recipe"):
+        get_spec("x", {"x": {"arch": "opt", "description": "d", "recipe": "--arch opt",
+                             "source": {"kind": "hub", "id": "a/b"}}})
