@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.packages import REPO_ROOT
 from methods import registry
 
 
@@ -36,9 +37,9 @@ def prepare_inputs(model: str, zoo_path: str) -> list[str]:
     """A model trained here depends on its weights, which the `train_tiny` rule regenerates."""
     from bench.models import get_spec, load_zoo
 
-    spec = get_spec(model, load_zoo(Path(zoo_path)))
+    spec = get_spec(model, load_zoo(REPO_ROOT / zoo_path))
     if spec.trained_here and spec.recipe and spec.source.get("kind") == "local":
-        return [f"{spec.source['path']}/model.safetensors"]
+        return [str(REPO_ROOT / spec.source["path"] / "model.safetensors")]
     return []
 
 
@@ -46,7 +47,7 @@ def train_recipe(model_dir: str, zoo_path: str) -> str:
     """The recipe of the zoo model whose local path is `model_dir` (for the train_tiny rule)."""
     from bench.models import load_zoo
 
-    for spec in load_zoo(Path(zoo_path)).values():
-        if spec.recipe and spec.source.get("path") == model_dir:
+    for spec in load_zoo(REPO_ROOT / zoo_path).values():
+        if spec.recipe and REPO_ROOT / spec.source.get("path", "") == REPO_ROOT / model_dir:
             return spec.recipe
     raise ValueError(f"no zoo model with a training recipe lives in {model_dir}")

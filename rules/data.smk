@@ -3,10 +3,10 @@
 
 rule train_tiny:
     output:
-        "zoo/{tiny}/model.safetensors",
+        f"{workflow.basedir}/zoo/{{tiny}}/model.safetensors",
     params:
         py=PY,
-        recipe=lambda wc: train_recipe(f"zoo/{wc.tiny}", CFG["zoo"]),
+        recipe=lambda wc: train_recipe(f"{workflow.basedir}/zoo/{wc.tiny}", CFG["zoo"]),
         out=lambda wc, output: os.path.dirname(output[0]),
     log:
         "logs/train/{tiny}.log",

@@ -58,7 +58,7 @@ def test_trained_models_regenerate_from_their_recipe() -> None:
     from bench.workflow import prepare_inputs, train_recipe
 
     zoo = str(REPO_ROOT / "config" / "models.yaml")
-    assert prepare_inputs("opt-tiny", zoo) == ["zoo/opt-tiny/model.safetensors"]
+    assert prepare_inputs("opt-tiny", zoo) == [str(REPO_ROOT / "zoo/opt-tiny/model.safetensors")]
     assert prepare_inputs("smollm2-135m", zoo) == []
     assert "--arch opt" in train_recipe("zoo/opt-tiny", zoo)
     from bench.models import get_spec
