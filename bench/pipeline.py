@@ -79,7 +79,9 @@ def make_calibration(model_key: str, cfg: dict[str, Any], out: Path | None = Non
     return out
 
 
-def _load_calibration(model_key: str, cfg: dict[str, Any], path: Path | None) -> tuple[torch.Tensor, dict]:
+def load_calibration_for(model_key: str, cfg: dict[str, Any],
+                         path: Path | None) -> tuple[torch.Tensor, dict]:
+    """The model's calibration ids (sampled once on first use), checked against the config."""
     path = Path(path) if path else calib_path(model_key)
     if not path.exists():
         if path != calib_path(model_key):
@@ -115,7 +117,7 @@ def prune(model_key: str, method_name: str, pattern_slug: str, out: Path,
     validate_layers(model, adapter, pattern)
     calib_ids, calib_meta = (None, None)
     if method.capabilities.needs_calibration:
-        calib_ids, calib_meta = _load_calibration(model_key, cfg, calib)
+        calib_ids, calib_meta = load_calibration_for(model_key, cfg, calib)
     model.to(device)
     t0 = time.perf_counter()
     engine_report: dict[str, Any] = {}

@@ -23,7 +23,7 @@ from bench.adapters import adapter_for
 from bench.config import load_config
 from bench.engine import prune_layerwise
 from bench.packages import REPO_ROOT
-from bench.pipeline import DTYPES, _load_calibration
+from bench.pipeline import DTYPES, load_calibration_for
 from methods import registry
 from methods.base import parse_pattern
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(args.config)
     spec = models.get_spec(args.model, models.load_zoo(REPO_ROOT / cfg["zoo"]))
     model, _ = models.load_model(models.prepare(spec), DTYPES[cfg["engine"]["dtype"]])
-    ids, _ = _load_calibration(args.model, cfg, None)
+    ids, _ = load_calibration_for(args.model, cfg, None)
     bs = cfg["engine"]["batch_size"]
     fwd = forward_seconds(model, ids, bs)
     method = registry.create(args.method, cfg["methods"].get(args.method, {}))
