@@ -21,7 +21,8 @@ rule train_tiny:
 
 rule prepare:
     input:
-        lambda wc: prepare_inputs(wc.model, CFG["zoo"]),
+        # ancient: a fresh clone (all mtimes equal) must not redo runs of committed weights
+        lambda wc: [ancient(p) for p in prepare_inputs(wc.model, CFG["zoo"])],
     output:
         "work/prepared/{model}.json",
     params:
