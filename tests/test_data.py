@@ -42,8 +42,10 @@ def test_corpora_load_and_are_consistent(corpora):
     for name, c in corpora.items():
         assert c.name == name and c.n_docs > 100 and len(c.text) > 1_000_000
         assert c.sha256 == hashlib.sha256(c.text.encode("utf-8")).hexdigest()
-        assert len(c.text.split("\n\n")) == c.n_docs == len(_docs(c))  # docs unique, recoverable
+        assert len(c.text.split("\n\n")) == c.n_docs  # documents recoverable
         assert sum(s["n_docs"] for s in c.sources) == c.n_docs
+        # documents are unique, except the declared repeats of upweighted sources
+        assert len(_docs(c)) == sum(s["n_docs"] // s.get("repeats", 1) for s in c.sources)
         for s in c.sources:
             assert {"package", "version", "path", "field", "license", "n_docs"} <= set(s)
 
@@ -63,6 +65,13 @@ def test_calib_and_train_share_nothing_with_wiki(corpora):
     for name in ("calib", "train"):
         assert not wiki_docs & _docs(corpora[name]), f"{name} shares a document with wiki"
         assert not wiki_grams & _grams(corpora[name]), f"{name} shares a {NGRAM}-gram with wiki"
+
+
+def test_train_holds_no_zero_shot_task_data(corpora):
+    paths = " ".join(s["path"] for s in corpora["train"].sources)
+    for task in ("hellaswag", "piqa", "arc", "openbookqa", "winogrande", "boolq", "rte"):
+        assert f"/{task}" not in paths, f"train uses {task}, a zero-shot evaluation task"
+    assert {s["path"].split("/")[2] for s in corpora["train"].sources if s.get("repeats", 1) > 1}
 
 
 def test_calib_is_part_of_train(corpora):
