@@ -3,10 +3,20 @@
 Owns the loop: (1) run the modules before the first block on the calibration ids and capture the
 first block's positional input and ALL keyword arguments (masks, position ids, rotary
 embeddings) with a dedicated stop exception; (2) for each block, hook its prunable linears,
-stream the calibration batches through it, accumulate the statistic the method asked for (one
-accumulator per shared-input group), prune each layer, then run the block again so the PRUNED
-outputs feed the next block. Only one block's statistics live at a time. Data-free methods skip
-the data entirely. Architecture knowledge comes from the adapter; nothing here names a model.
+run the calibration data through it, accumulate the statistic the method asked for (one
+accumulator per shared-input group), prune each group, and hand the PRUNED block's outputs to
+the next block. Only one block's statistics live at a time. Data-free methods skip the data
+entirely. Architecture knowledge comes from the adapter; nothing here names a model.
+
+Two schedules, chosen by `sequential`:
+- block-parallel (False): one pass collects every group's statistic from the dense block, all
+  groups are pruned, a second pass computes the pruned block's outputs (Wanda's and SparseGPT's
+  reference code).
+- sequential (True, "true sequential"): each group's statistic comes from inputs produced by the
+  already-pruned earlier groups of the same block. When the whole calibration set is one batch
+  this takes ONE pass per block: a forward pre-hook on the group's linears prunes the group the
+  moment its input arrives, before the layer computes, so the pass itself yields the pruned
+  block's outputs. With several batches it takes one pass per group plus one for the outputs.
 """
 from __future__ import annotations
 
@@ -85,16 +95,65 @@ def validate_layers(model: nn.Module, adapter: ArchAdapter, pattern: Pattern) ->
         check_nm(lin.in_features, pattern, name)
 
 
-def _apply(method: LayerwiseMethod, lin: nn.Linear, stats: LayerStats | None, pattern: Pattern,
-           name: str, report: EngineReport) -> None:
-    res = method.prune_layer(lin.weight.data, stats, pattern, name=name)
-    if res.weight.shape != lin.weight.shape:
-        raise PruneBenchError(f"{method.name}: layer {name} changed shape {tuple(lin.weight.shape)}"
-                              f" -> {tuple(res.weight.shape)}")
-    if not torch.isfinite(res.weight).all():
-        raise PruneBenchError(f"{method.name}: layer {name} has NaN/Inf weights after pruning")
-    lin.weight.data.copy_(res.weight)
-    report.layer_keep[name] = float(res.keep.float().mean())
+def _apply(method: LayerwiseMethod, lins: list[nn.Linear], stats: LayerStats | None,
+           pattern: Pattern, names: list[str], report: EngineReport) -> None:
+    """Prune layers that share one input statistic with `method.prune_group`, in place."""
+    results = method.prune_group([lin.weight.data for lin in lins], stats, pattern, names)
+    if len(results) != len(lins):
+        raise PruneBenchError(f"{method.name}: prune_group returned {len(results)} results for "
+                              f"{len(lins)} layers ({', '.join(names)})")
+    for lin, name, res in zip(lins, names, results):
+        if res.weight.shape != lin.weight.shape:
+            raise PruneBenchError(f"{method.name}: layer {name} changed shape "
+                                  f"{tuple(lin.weight.shape)} -> {tuple(res.weight.shape)}")
+        if not torch.isfinite(res.weight).all():
+            raise PruneBenchError(f"{method.name}: layer {name} has NaN/Inf weights after pruning")
+        lin.weight.data.copy_(res.weight)
+        report.layer_keep[name] = float(res.keep.float().mean())
+
+
+def _single_pass(block: nn.Module, method: LayerwiseMethod, groups: tuple[tuple[str, ...], ...],
+                 pattern: Pattern, prefix: str, hidden: torch.Tensor, kwargs: dict[str, Any],
+                 report: EngineReport) -> torch.Tensor:
+    """One forward of `block` on the whole calibration batch, pruning each group on the fly.
+
+    hidden [n, seq, d] -> the pruned block's output [n, seq, d]."""
+    done: set[tuple[str, ...]] = set()
+    spent = [0.0, 0.0]                                         # stats, prune seconds in hooks
+
+    def make_hook(group: tuple[str, ...]) -> Callable[[nn.Module, tuple], None]:
+        def hook(module: nn.Module, args: tuple) -> None:
+            if group in done:                                  # a later layer of a pruned group
+                return
+            t0 = time.perf_counter()
+            lins = [block.get_submodule(name) for name in group]
+            acc = StatAccumulator(lins[0].in_features, method.stat, lins[0].weight.device)
+            acc.add(args[0])
+            stats = acc.finish()
+            t1 = time.perf_counter()
+            _apply(method, lins, stats, pattern, [prefix + name for name in group], report)
+            done.add(group)
+            spent[0] += t1 - t0
+            spent[1] += time.perf_counter() - t1
+        return hook
+
+    # every layer of a group carries the hook: whichever runs first prunes the whole group
+    handles = [block.get_submodule(name).register_forward_pre_hook(make_hook(group))
+               for group in groups for name in group]
+    t0 = time.perf_counter()
+    try:
+        out = _first(block(hidden, **kwargs))
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [g for g in groups if g not in done]
+    if missing:
+        raise PruneBenchError(f"block {prefix.rstrip('.')}: layers {missing} never ran in the "
+                              f"forward pass; the adapter's groups do not match the model")
+    report.seconds_stats += spent[0]
+    report.seconds_prune += spent[1]
+    report.seconds_propagate += time.perf_counter() - t0 - spent[0] - spent[1]
+    return out
 
 
 @torch.no_grad()
@@ -115,7 +174,7 @@ def prune_layerwise(model: nn.Module, adapter: ArchAdapter, method: LayerwiseMet
         t0 = time.perf_counter()
         for name, lin in tqdm(adapter.prunable(model).items(), desc=f"{method.name} layers",
                               disable=not progress):
-            _apply(method, lin, None, pattern, name, report)
+            _apply(method, [lin], None, pattern, [name], report)
         report.seconds_prune = time.perf_counter() - t0
         return report
     if calib_ids is None:
@@ -126,9 +185,16 @@ def prune_layerwise(model: nn.Module, adapter: ArchAdapter, method: LayerwiseMet
     report.seconds_propagate += time.perf_counter() - t0
     report.n_tokens = int(calib_ids.numel())
     hidden = cap.hidden
+    single = sequential and len(hidden) == 1
     phases = ([[g] for g in adapter.groups] if sequential else [list(adapter.groups)])
     for bi, block in enumerate(tqdm(blocks, desc=f"{method.name} blocks", disable=not progress)):
         prefix = f"{adapter.blocks_path}.{bi}."
+        if single:
+            hidden = [_single_pass(block, method, adapter.groups, pattern, prefix, hidden[0],
+                                   cap.kwargs[0], report)]
+            if on_block_output is not None:
+                on_block_output(bi, hidden)
+            continue
         for phase in phases:
             t0 = time.perf_counter()
             accs: dict[tuple[str, ...], StatAccumulator] = {}
@@ -149,8 +215,8 @@ def prune_layerwise(model: nn.Module, adapter: ArchAdapter, method: LayerwiseMet
             report.seconds_stats += t1 - t0
             for group in phase:
                 stats = accs[group].finish() if group in accs else None
-                for name in group:
-                    _apply(method, block.get_submodule(name), stats, pattern, prefix + name, report)
+                _apply(method, [block.get_submodule(name) for name in group], stats, pattern,
+                       [prefix + name for name in group], report)
             del accs
             report.seconds_prune += time.perf_counter() - t1
         if bi == len(blocks) - 1 and on_block_output is None:

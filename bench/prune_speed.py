@@ -3,8 +3,9 @@
 Owns the measurement behind our speed goal (SparseGPT on smollm2-135m at most 1.5x one forward
 pass of the calibration set). Usage:
     python -m bench.prune_speed --model smollm2-135m --method sparsegpt --pattern 2of4
-It loads the model once, times a full forward of the calibration ids (same batch size as the
-engine, after a warm-up batch), then times the engine on a fresh copy of the weights, and writes
+It loads the model once, times a full forward of the calibration ids through the whole model
+(batches of --forward-batch sequences, after a warm-up batch; a batch of all 64 sequences would
+spend its time materialising a 6 GB logits tensor), then times the engine, and writes
 results/bench/prune_speed/{model}-{method}-{pattern}.json with the ratio and the engine's breakdown.
 """
 from __future__ import annotations
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--pattern", default="2of4")
     p.add_argument("--config", default=None)
     p.add_argument("--out", default=None)
+    p.add_argument("--forward-batch", type=int, default=8, help="sequences per forward batch")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = load_config(args.config)
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     model, _ = models.load_model(models.prepare(spec), DTYPES[cfg["engine"]["dtype"]])
     ids, _ = load_calibration_for(args.model, cfg, None)
     bs = cfg["engine"]["batch_size"]
-    fwd = forward_seconds(model, ids, bs)
+    fwd = forward_seconds(model, ids, args.forward_batch)
     method = registry.create(args.method, cfg["methods"].get(args.method, {}))
     t0 = time.perf_counter()
     rep = prune_layerwise(model, adapter_for(model), method, parse_pattern(args.pattern), ids, bs,
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = {
         "model": args.model, "method": args.method, "pattern": args.pattern,
         "calibration_shape": list(ids.shape), "batch_size": bs,
+        "forward_batch_size": args.forward_batch, "sequential": cfg["engine"]["sequential"],
         "forward_seconds": fwd, "prune_seconds": prune, "ratio": prune / fwd,
         "breakdown": {"stats": rep.seconds_stats, "prune": rep.seconds_prune,
                       "propagate": rep.seconds_propagate},

@@ -3,6 +3,9 @@
 Owns: `StatAccumulator`, fed with a linear layer's input batches [..., in] through a forward
 pre-hook, producing `LayerStats` (token count, sum of squared inputs per feature, and the
 Hessian 2 X X^T / n). Memory is O(in^2) per layer, independent of the token count.
+
+On CPU the Hessian's X^T X is a symmetric rank-k update: BLAS `ssyrk` (through scipy) computes
+only its upper triangle, half the flops of a matmul; elsewhere (GPU) it is one `addmm_`.
 """
 from __future__ import annotations
 
@@ -12,6 +15,20 @@ from torch import nn
 from methods.base import LayerStats, StatKind
 
 
+def _syrk_upper(x: torch.Tensor, out: torch.Tensor) -> bool:
+    """out[upper] += (x^T x)[upper] for CPU float32 x [tokens, in]; False when not applicable."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or out.dtype != torch.float32:
+        return False
+    try:
+        from scipy.linalg.blas import ssyrk
+    except ImportError:  # scipy missing: the caller falls back to a full matmul
+        return False
+    xt = x.contiguous().numpy().T                              # [in, tokens], Fortran order, no copy
+    upper = torch.from_numpy(ssyrk(1.0, xt, trans=0))          # [in, in], upper triangle valid
+    out += upper.triu()
+    return True
+
+
 class StatAccumulator:
     def __init__(self, in_features: int, kind: StatKind, device: torch.device) -> None:
         self.kind = kind
@@ -19,6 +36,7 @@ class StatAccumulator:
         self.act_sq = torch.zeros(in_features, dtype=torch.float32, device=device)
         self.xtx = (torch.zeros(in_features, in_features, dtype=torch.float32, device=device)
                     if kind == "hessian" else None)
+        self._upper_only = False      # True once xtx holds only its upper triangle (syrk path)
 
     @torch.no_grad()
     def add(self, x: torch.Tensor) -> None:
@@ -26,7 +44,13 @@ class StatAccumulator:
         x2 = x.reshape(-1, x.shape[-1]).float()               # [tokens, in]
         self.n_tokens += x2.shape[0]
         self.act_sq += (x2 * x2).sum(dim=0)
-        if self.xtx is not None:
+        if self.xtx is None:
+            return
+        if (self._upper_only or self.n_tokens == x2.shape[0]) and _syrk_upper(x2, self.xtx):
+            self._upper_only = True
+        elif self._upper_only:                                # keep one representation
+            self.xtx.addmm_(x2.t(), x2).triu_()
+        else:
             self.xtx.addmm_(x2.t(), x2)                       # [in, in]
 
     def hook(self, module: nn.Module, args: tuple) -> None:
@@ -34,5 +58,10 @@ class StatAccumulator:
 
     def finish(self) -> LayerStats:
         n = max(self.n_tokens, 1)
-        hessian = self.xtx * (2.0 / n) if self.xtx is not None else None
+        hessian = None
+        if self.xtx is not None:
+            xtx = self.xtx
+            if self._upper_only:                              # mirror the upper triangle
+                xtx = xtx + xtx.triu(1).t()
+            hessian = xtx * (2.0 / n)
         return LayerStats(n_tokens=self.n_tokens, act_sq=self.act_sq, hessian=hessian)

@@ -170,6 +170,13 @@ class LayerwiseMethod(Method):
                     pattern: Pattern, name: str = "layer") -> LayerResult:
         raise NotImplementedError
 
+    def prune_group(self, weights: list[torch.Tensor], stats: LayerStats | None,
+                    pattern: Pattern, names: list[str]) -> list[LayerResult]:
+        """Layers that share one input (and so one statistic), e.g. q/k/v. The default prunes
+        each with `prune_layer`; a method may override it to share work across the group, but
+        the result must equal pruning each layer on its own."""
+        return [self.prune_layer(w, stats, pattern, name=n) for w, n in zip(weights, names)]
+
 
 class ModelMethod(Method):
     """A method that needs the whole model (structured search, gradients, training)."""

@@ -48,10 +48,17 @@ def inverse_hessian_cholesky(hessian: torch.Tensor, percdamp: float) -> torch.Te
 
 
 def _sparsegpt_once(weight: torch.Tensor, hessian: torch.Tensor, pattern: Pattern,
-                    blocksize: int, percdamp: float) -> tuple[torch.Tensor, torch.Tensor]:
+                    blocksize: int, percdamp: float,
+                    segments: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """weight [out, in] (rows of one or more layers sharing `hessian`) -> (pruned weight, keep).
+
+    `segments` are the row counts of the stacked layers: the unstructured mask of a block is
+    chosen inside each segment separately, so stacking layers changes nothing but speed.
+    """
     w = weight.float().clone()                                # [out, in]
     h = hessian.float().clone()                               # [in, in]
     rows, cols = w.shape
+    segments = segments or [rows]
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
@@ -63,51 +70,52 @@ def _sparsegpt_once(weight: torch.Tensor, hessian: torch.Tensor, pattern: Patter
         blocksize = max(m, (blocksize // m) * m)
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
-        count = i2 - i1
-        w1 = w[:, i1:i2].clone()                              # [out, B]
-        q1 = torch.zeros_like(w1)
-        err1 = torch.zeros_like(w1)
+        w1 = w[:, i1:i2]                                      # [out, B] view, updated in place
         hinv1 = hinv[i1:i2, i1:i2]                            # [B, B]
         d1 = torch.diag(hinv1)                                # [B]
+        mask1 = torch.zeros(rows, i2 - i1, dtype=torch.bool, device=w.device)  # [out, B]
         if pattern.kind == "unstructured":
             saliency = w1 ** 2 / d1.unsqueeze(0) ** 2         # [out, B]
-            k = n_pruned(saliency.numel(), pattern.sparsity)
-            mask1 = torch.zeros_like(w1, dtype=torch.bool)
-            if k > 0:
-                idx = torch.topk(saliency.flatten(), k, largest=False).indices
-                mask1.view(-1)[idx] = True
-        else:
-            mask1 = torch.zeros_like(w1, dtype=torch.bool)
-        for i in range(count):
-            col = w1[:, i]                                    # [out]
-            d = hinv1[i, i]
+            r0 = 0
+            for seg in segments:                              # one adaptive mask per layer
+                k = n_pruned(seg * (i2 - i1), pattern.sparsity)
+                if k > 0:
+                    idx = torch.topk(saliency[r0:r0 + seg].flatten(), k, largest=False).indices
+                    mask1[r0:r0 + seg].view(-1)[idx] = True
+                r0 += seg
+        scale = mask1.float() / d1.unsqueeze(0)               # [out, B] err = w * scale
+        err1 = torch.empty(i2 - i1, rows, dtype=w.dtype, device=w.device)  # [B, out]
+        for i in range(i2 - i1):
             if n_remove and i % m == 0:
                 sal = w1[:, i:i + m] ** 2 / d1[i:i + m].unsqueeze(0) ** 2   # [out, m]
                 idx = torch.topk(sal, n_remove, dim=1, largest=False).indices
                 mask1[:, i:i + m].scatter_(1, idx, True)
-            q = col.masked_fill(mask1[:, i], 0.0)
-            q1[:, i] = q
-            err = (col - q) / d                               # [out]
-            w1[:, i:] -= err.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
-            err1[:, i] = err
-        w[:, i1:i2] = q1
+                scale[:, i:i + m] = mask1[:, i:i + m].float() / d1[i:i + m].unsqueeze(0)
+            err = torch.mul(w1[:, i], scale[:, i], out=err1[i])            # [out]
+            w1[:, i:].addr_(err, hinv1[i, i:], alpha=-1.0)    # column i becomes its pruned value
         pruned[:, i1:i2] = mask1
         if i2 < cols:
-            w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+            w[:, i2:].addmm_(err1.t(), hinv[i1:i2, i2:], alpha=-1.0)
     keep = ~pruned
     return (w * keep).to(weight.dtype), keep
 
 
-def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, pattern: Pattern,
-                    blocksize: int = 128, percdamp: float = 0.01,
-                    max_damp_retries: int = 3, name: str = "layer") -> LayerResult:
-    """weight [out, in], hessian [in, in] -> pruned + OBS-updated weight and keep mask."""
+def sparsegpt_prune_group(weights: list[torch.Tensor], hessian: torch.Tensor, pattern: Pattern,
+                          blocksize: int = 128, percdamp: float = 0.01, max_damp_retries: int = 3,
+                          name: str = "layer") -> list[LayerResult]:
+    """Layers sharing `hessian` ([in, in]), each [out_i, in] -> one LayerResult per layer.
+
+    The layers are stacked row-wise and solved at once (one Cholesky, one column sweep); rows are
+    independent in SparseGPT, so this equals pruning each layer alone.
+    """
+    stacked = torch.cat([w for w in weights], dim=0) if len(weights) > 1 else weights[0]
+    segments = [w.shape[0] for w in weights]
     damp = percdamp
     for attempt in range(max_damp_retries + 1):
         try:
-            new, keep = _sparsegpt_once(weight, hessian, pattern, blocksize, damp)
+            new, keep = _sparsegpt_once(stacked, hessian, pattern, blocksize, damp, segments)
             if torch.isfinite(new).all():
-                return LayerResult(new, keep)
+                return [LayerResult(a, b) for a, b in zip(new.split(segments), keep.split(segments))]
             reason = "non-finite weights"
         except torch.linalg.LinAlgError as exc:
             reason = f"Cholesky failed ({str(exc).splitlines()[0]})"
@@ -117,6 +125,14 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, pattern: Patter
             damp *= 10
     raise PruneBenchError(f"sparsegpt: layer {name} still has {reason} after "
                           f"{max_damp_retries} damping increases (last percdamp={damp:g})")
+
+
+def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, pattern: Pattern,
+                    blocksize: int = 128, percdamp: float = 0.01,
+                    max_damp_retries: int = 3, name: str = "layer") -> LayerResult:
+    """weight [out, in], hessian [in, in] -> pruned + OBS-updated weight and keep mask."""
+    return sparsegpt_prune_group([weight], hessian, pattern, blocksize, percdamp,
+                                 max_damp_retries, name)[0]
 
 
 @register
@@ -137,3 +153,13 @@ class SparseGPT(LayerwiseMethod):
             raise PruneBenchError(f"sparsegpt: layer {name} has a non-finite Hessian")
         return sparsegpt_prune(weight, stats.hessian, pattern, p.blocksize, p.percdamp,
                                p.max_damp_retries, name)
+
+    def prune_group(self, weights: list[torch.Tensor], stats: LayerStats | None,
+                    pattern: Pattern, names: list[str]) -> list[LayerResult]:
+        assert stats is not None and stats.hessian is not None, "sparsegpt needs a Hessian"
+        p = self.params
+        label = "+".join(names)
+        if not math.isfinite(float(stats.hessian.abs().max())):
+            raise PruneBenchError(f"sparsegpt: layer {label} has a non-finite Hessian")
+        return sparsegpt_prune_group(weights, stats.hessian, pattern, p.blocksize, p.percdamp,
+                                     p.max_damp_retries, label)
