@@ -17,7 +17,8 @@ from methods.base import Method, PruneBenchError, did_you_mean
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "prunebench.methods"
-BUILTIN_MODULES = ("methods.dense", "methods.magnitude", "methods.wanda", "methods.sparsegpt")
+BUILTIN_MODULES = ("methods.dense", "methods.magnitude", "methods.wanda", "methods.sparsegpt",
+                   "methods.apt")
 
 _REGISTRY: dict[str, type[Method]] = {}
 _PLUGIN_ERRORS: dict[str, str] = {}
