@@ -43,9 +43,9 @@ class StatAccumulator:
         """x [..., in] -> accumulate over all leading dimensions (tokens)."""
         x2 = x.reshape(-1, x.shape[-1]).float()               # [tokens, in]
         self.n_tokens += x2.shape[0]
-        self.act_sq += (x2 * x2).sum(dim=0)
         if self.xtx is None:
-            return
+            self.act_sq += (x2 * x2).sum(dim=0)
+            return                                            # (else act_sq = diag(X^T X))
         if (self._upper_only or self.n_tokens == x2.shape[0]) and _syrk_upper(x2, self.xtx):
             self._upper_only = True
         elif self._upper_only:                                # keep one representation
@@ -64,4 +64,5 @@ class StatAccumulator:
             if self._upper_only:                              # mirror the upper triangle
                 xtx = xtx + xtx.triu(1).t()
             hessian = xtx * (2.0 / n)
-        return LayerStats(n_tokens=self.n_tokens, act_sq=self.act_sq, hessian=hessian)
+        act_sq = self.act_sq if self.xtx is None else torch.diagonal(self.xtx).clone()
+        return LayerStats(n_tokens=self.n_tokens, act_sq=act_sq, hessian=hessian)
