@@ -108,7 +108,7 @@ def sparsegpt_prune_group(weights: list[torch.Tensor], hessian: torch.Tensor, pa
     The layers are stacked row-wise and solved at once (one Cholesky, one column sweep); rows are
     independent in SparseGPT, so this equals pruning each layer alone.
     """
-    stacked = torch.cat([w for w in weights], dim=0) if len(weights) > 1 else weights[0]
+    stacked = torch.cat(weights, dim=0) if len(weights) > 1 else weights[0]
     segments = [w.shape[0] for w in weights]
     damp = percdamp
     for attempt in range(max_damp_retries + 1):
