@@ -3,6 +3,8 @@
 Owns: one `ArchAdapter` per architecture family. Nothing outside this file names a model's
 internal module paths. `groups` lists a block's prunable linears in execution order, grouped by
 shared input (layers of one group see the same input tensor, so one statistic serves them all).
+`taps` name linears whose own forward never runs because the model uses their weight directly
+(Mamba's dt_proj): their input is read from another module's output instead.
 """
 from __future__ import annotations
 
@@ -15,11 +17,23 @@ from methods.base import PruneBenchError, did_you_mean
 
 
 @dataclass(frozen=True)
+class Tap:
+    """The input of a linear whose forward never runs: source's output[..., start:start+in]."""
+    source: str                            # module (in the block) whose OUTPUT carries the input
+    start: int = 0
+
+
+@dataclass(frozen=True)
 class ArchAdapter:
     arch: str
     model_types: tuple[str, ...]
     blocks_path: str                       # dotted path of the nn.ModuleList of blocks
     groups: tuple[tuple[str, ...], ...]    # prunable linears per block, grouped by shared input
+    taps: tuple[tuple[str, Tap], ...] = ()  # (linear name, where its input is read)
+    notes: str = ""                        # what is deliberately not pruned, and why
+
+    def tap(self, name: str) -> Tap | None:
+        return dict(self.taps).get(name)
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:
         return model.get_submodule(self.blocks_path)  # type: ignore[return-value]
@@ -56,7 +70,22 @@ OPT = ArchAdapter(
             ("fc2",)),
 )
 
-ADAPTERS: dict[str, ArchAdapter] = {a.arch: a for a in (LLAMA, OPT)}
+# transformers' MambaMixer computes dt = dt_proj.weight @ x_proj(x)[..., :rank] without calling
+# dt_proj (on every path, CPU included), so dt_proj's input is tapped from x_proj's output.
+MAMBA = ArchAdapter(
+    arch="mamba",
+    model_types=("mamba",),
+    blocks_path="backbone.layers",
+    groups=(("mixer.in_proj",),
+            ("mixer.x_proj",),
+            ("mixer.dt_proj",),
+            ("mixer.out_proj",)),
+    taps=(("mixer.dt_proj", Tap("mixer.x_proj", 0)),),
+    notes="conv1d (depthwise, 4 taps per channel, <1% of a block's weights) and the SSM "
+          "parameters A_log, D stay dense: they are not matrices a layer-wise method reconstructs",
+)
+
+ADAPTERS: dict[str, ArchAdapter] = {a.arch: a for a in (LLAMA, OPT, MAMBA)}
 
 
 def adapter_for(model: nn.Module) -> ArchAdapter:

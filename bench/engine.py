@@ -13,14 +13,15 @@ Two schedules, chosen by `sequential`:
   groups are pruned, a second pass computes the pruned block's outputs (Wanda's and SparseGPT's
   reference code).
 - sequential (True, "true sequential"): each group's statistic comes from inputs produced by the
-  already-pruned earlier groups of the same block. When the whole calibration set is one batch
-  this takes ONE pass per block: a forward pre-hook on the group's linears prunes the group the
-  moment its input arrives, before the layer computes, so the pass itself yields the pruned
-  block's outputs. With several batches it takes one pass per group plus one for the outputs.
+  already-pruned earlier groups of the same block, in ONE forward per block: hooks on the
+  group's inputs prune the group the moment its input arrives, before the layer computes, so
+  the pass itself yields the pruned block's outputs. With several batches the batches' forwards
+  run in lockstep (`_Lockstep`): every batch stops at the group, the last one prunes it.
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -112,48 +113,128 @@ def _apply(method: LayerwiseMethod, lins: list[nn.Linear], stats: LayerStats | N
         report.layer_keep[name] = float(res.keep.float().mean())
 
 
-def _single_pass(block: nn.Module, method: LayerwiseMethod, groups: tuple[tuple[str, ...], ...],
-                 pattern: Pattern, prefix: str, hidden: torch.Tensor, kwargs: dict[str, Any],
-                 report: EngineReport) -> torch.Tensor:
-    """One forward of `block` on the whole calibration batch, pruning each group on the fly.
+def _input_hooks(block: nn.Module, adapter: ArchAdapter, group: tuple[str, ...],
+                 fn: Callable[[torch.Tensor], None]) -> list[Any]:
+    """Call fn(x [..., in]) with the input of every layer of `group` as it arrives."""
+    handles = []
+    for name in group:
+        tap = adapter.tap(name)
+        if tap is None:
+            handles.append(block.get_submodule(name).register_forward_pre_hook(
+                lambda module, args: fn(args[0])))
+            continue
+        width = block.get_submodule(name).in_features
+        handles.append(block.get_submodule(tap.source).register_forward_hook(
+            lambda module, args, out, s=tap.start, w=width: fn(_first(out)[..., s:s + w])))
+    return handles
 
-    hidden [n, seq, d] -> the pruned block's output [n, seq, d]."""
-    done: set[tuple[str, ...]] = set()
-    spent = [0.0, 0.0]                                         # stats, prune seconds in hooks
 
-    def make_hook(group: tuple[str, ...]) -> Callable[[nn.Module, tuple], None]:
-        def hook(module: nn.Module, args: tuple) -> None:
-            if group in done:                                  # a later layer of a pruned group
+class _Abort(Exception):
+    """Unwinds a waiting chunk's forward after another chunk failed."""
+
+
+class _Lockstep:
+    """Forward K calibration chunks through one block "in lockstep", pruning on the fly.
+
+    Each chunk's forward runs in its own thread, but a condition variable lets exactly one
+    thread compute at a time, in a fixed turn order 0..K-1. When a chunk reaches a group's
+    input it adds that input to the group's statistic and hands the turn to the next chunk;
+    the last chunk prunes the group, and all chunks continue with the PRUNED layers. So the
+    statistic is accumulated batch by batch in the same order as one pass per group would,
+    each block costs one forward, and no forward ever runs at the full calibration batch size
+    (large tensors are slower per element on CPU).
+    """
+
+    def __init__(self, block: nn.Module, adapter: ArchAdapter, method: LayerwiseMethod,
+                 pattern: Pattern, prefix: str, report: EngineReport, k: int) -> None:
+        self.block, self.adapter, self.method = block, adapter, method
+        self.pattern, self.prefix, self.report, self.k = pattern, prefix, report, k
+        self.cond = threading.Condition()
+        self.turn = 0
+        self.arrived: dict[tuple[str, ...], int] = {}
+        self.accs: dict[tuple[str, ...], StatAccumulator] = {}
+        self.done: set[tuple[str, ...]] = set()
+        self.error: BaseException | None = None
+        self.local = threading.local()
+        self.spent = [0.0, 0.0]                                # stats, prune seconds
+
+    def on_input(self, group: tuple[str, ...], x: torch.Tensor) -> None:
+        if group in self.done:                                 # a later layer of a pruned group
+            return
+        i = self.local.index
+        t0 = time.perf_counter()
+        if self.method.stat != "none":
+            if group not in self.accs:
+                lin = self.block.get_submodule(group[0])
+                self.accs[group] = StatAccumulator(lin.in_features, self.method.stat,
+                                                   lin.weight.device)
+            self.accs[group].add(x)
+        self.arrived[group] = self.arrived.get(group, 0) + 1
+        t1 = time.perf_counter()
+        self.spent[0] += t1 - t0
+        if i == self.k - 1:                                    # last chunk in: prune the group
+            stats = self.accs.pop(group).finish() if group in self.accs else None
+            _apply(self.method, [self.block.get_submodule(n) for n in group], stats,
+                   self.pattern, [self.prefix + n for n in group], self.report)
+            self.done.add(group)
+            self.spent[1] += time.perf_counter() - t1
+        self.turn = (i + 1) % self.k
+        self.cond.notify_all()
+        self.cond.wait_for(lambda: self.error is not None or (group in self.done
+                                                               and self.turn == i))
+        if self.error is not None:
+            raise _Abort
+
+    def run_chunk(self, i: int, hidden: torch.Tensor, kwargs: dict[str, Any],
+                  outs: list[torch.Tensor | None]) -> None:
+        self.local.index = i
+        with torch.no_grad(), self.cond:                       # grad mode is per thread
+            try:
+                self.cond.wait_for(lambda: self.error is not None or self.turn == i)
+                if self.error is not None:
+                    return
+                outs[i] = _first(self.block(hidden, **kwargs))
+                pending = [g for g, n in self.arrived.items() if g not in self.done]
+                if pending:
+                    raise PruneBenchError(f"block {self.prefix.rstrip('.')}: chunk {i} finished "
+                                          f"without reaching {pending}; chunks took different paths")
+                self.turn = (i + 1) % self.k
+            except _Abort:
                 return
-            t0 = time.perf_counter()
-            lins = [block.get_submodule(name) for name in group]
-            acc = StatAccumulator(lins[0].in_features, method.stat, lins[0].weight.device)
-            acc.add(args[0])
-            stats = acc.finish()
-            t1 = time.perf_counter()
-            _apply(method, lins, stats, pattern, [prefix + name for name in group], report)
-            done.add(group)
-            spent[0] += t1 - t0
-            spent[1] += time.perf_counter() - t1
-        return hook
+            except BaseException as exc:                       # hand it to the main thread
+                self.error = exc
+            finally:
+                self.cond.notify_all()
 
-    # every layer of a group carries the hook: whichever runs first prunes the whole group
-    handles = [block.get_submodule(name).register_forward_pre_hook(make_hook(group))
-               for group in groups for name in group]
-    t0 = time.perf_counter()
-    try:
-        out = _first(block(hidden, **kwargs))
-    finally:
-        for handle in handles:
-            handle.remove()
-    missing = [g for g in groups if g not in done]
-    if missing:
-        raise PruneBenchError(f"block {prefix.rstrip('.')}: layers {missing} never ran in the "
-                              f"forward pass; the adapter's groups do not match the model")
-    report.seconds_stats += spent[0]
-    report.seconds_prune += spent[1]
-    report.seconds_propagate += time.perf_counter() - t0 - spent[0] - spent[1]
-    return out
+    def run(self, hiddens: list[torch.Tensor], kwargs: list[dict[str, Any]]) -> list[torch.Tensor]:
+        outs: list[torch.Tensor | None] = [None] * self.k
+        handles = [h for group in self.adapter.groups for h in _input_hooks(
+            self.block, self.adapter, group, lambda x, g=group: self.on_input(g, x))]
+        t0 = time.perf_counter()
+        try:
+            if self.k == 1:                                    # no threads needed
+                self.run_chunk(0, hiddens[0], kwargs[0], outs)
+            else:
+                threads = [threading.Thread(target=self.run_chunk, args=(i, h, kw, outs),
+                                            name=f"prunebench-chunk-{i}", daemon=True)
+                           for i, (h, kw) in enumerate(zip(hiddens, kwargs))]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+        finally:
+            for handle in handles:
+                handle.remove()
+        if self.error is not None:
+            raise self.error
+        missing = [g for g in self.adapter.groups if g not in self.done]
+        if missing:
+            raise PruneBenchError(f"block {self.prefix.rstrip('.')}: layers {missing} never ran "
+                                  f"in the forward pass; the adapter's groups do not match the model")
+        self.report.seconds_stats += self.spent[0]
+        self.report.seconds_prune += self.spent[1]
+        self.report.seconds_propagate += time.perf_counter() - t0 - sum(self.spent)
+        return [o for o in outs if o is not None]
 
 
 @torch.no_grad()
@@ -161,11 +242,14 @@ def prune_layerwise(model: nn.Module, adapter: ArchAdapter, method: LayerwiseMet
                     pattern: Pattern, calib_ids: torch.Tensor | None, batch_size: int = 8,
                     sequential: bool = False, progress: bool = True,
                     on_block_output: Callable[[int, list[torch.Tensor]], None] | None = None,
-                    ) -> EngineReport:
+                    lockstep: bool = True) -> EngineReport:
     """Prune every prunable linear of `model` in place with `method`; returns timings and masks.
 
     sequential=True re-collects statistics after each shared-input group is pruned (SparseGPT's
-    "true sequential"); False collects all of a block's statistics in one pass.
+    "true sequential"); False collects all of a block's statistics in one pass. With
+    sequential=True, `lockstep` (default) does it in one forward per block over all batches;
+    lockstep=False runs one pass per group plus one for the outputs (same result: the reference
+    schedule the tests compare against).
     """
     validate_layers(model, adapter, pattern)
     report = EngineReport()
@@ -185,13 +269,12 @@ def prune_layerwise(model: nn.Module, adapter: ArchAdapter, method: LayerwiseMet
     report.seconds_propagate += time.perf_counter() - t0
     report.n_tokens = int(calib_ids.numel())
     hidden = cap.hidden
-    single = sequential and len(hidden) == 1
     phases = ([[g] for g in adapter.groups] if sequential else [list(adapter.groups)])
     for bi, block in enumerate(tqdm(blocks, desc=f"{method.name} blocks", disable=not progress)):
         prefix = f"{adapter.blocks_path}.{bi}."
-        if single:
-            hidden = [_single_pass(block, method, adapter.groups, pattern, prefix, hidden[0],
-                                   cap.kwargs[0], report)]
+        if sequential and lockstep:
+            hidden = _Lockstep(block, adapter, method, pattern, prefix, report,
+                               len(hidden)).run(hidden, cap.kwargs)
             if on_block_output is not None:
                 on_block_output(bi, hidden)
             continue
@@ -204,7 +287,7 @@ def prune_layerwise(model: nn.Module, adapter: ArchAdapter, method: LayerwiseMet
                     lin = block.get_submodule(group[0])
                     acc = StatAccumulator(lin.in_features, method.stat, lin.weight.device)
                     accs[group] = acc
-                    handles.append(lin.register_forward_pre_hook(acc.hook))
+                    handles += _input_hooks(block, adapter, group[:1], acc.add)
                 try:
                     for h, kw in zip(hidden, cap.kwargs):
                         block(h, **kw)

@@ -49,13 +49,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--config", default=None)
     p.add_argument("--out", default=None)
     p.add_argument("--forward-batch", type=int, default=8, help="sequences per forward batch")
+    p.add_argument("--engine-batch", type=int, default=None,
+                   help="engine batch size (default: the config's engine.batch_size)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = load_config(args.config)
     spec = models.get_spec(args.model, models.load_zoo(REPO_ROOT / cfg["zoo"]))
     model, _ = models.load_model(models.prepare(spec), DTYPES[cfg["engine"]["dtype"]])
     ids, _ = load_calibration_for(args.model, cfg, None)
-    bs = cfg["engine"]["batch_size"]
+    bs = args.engine_batch or cfg["engine"]["batch_size"]
     fwd = forward_seconds(model, ids, args.forward_batch)
     method = registry.create(args.method, cfg["methods"].get(args.method, {}))
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random Llama / OPT models built from configs (no downloads)."""
+"""Shared fixtures: tiny random Llama / OPT / Mamba models built from configs (no downloads)."""
 from __future__ import annotations
 
 import os
@@ -20,6 +20,9 @@ TINY_CONFIGS = {
     "opt": dict(model_type="opt", vocab_size=128, hidden_size=64, ffn_dim=128,
                 word_embed_proj_dim=64, num_hidden_layers=2, num_attention_heads=4,
                 max_position_embeddings=128, do_layer_norm_before=True),
+    # time_step_rank 8 (auto would give 4): dt_proj's input must divide into 4of8 groups
+    "mamba": dict(model_type="mamba", vocab_size=128, hidden_size=64, state_size=8,
+                  num_hidden_layers=2, expand=2, conv_kernel=4, time_step_rank=8),
 }
 
 
@@ -31,7 +34,7 @@ def tiny_model(arch: str, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.fixture(params=["llama", "opt"])
+@pytest.fixture(params=["llama", "opt", "mamba"])
 def arch(request: pytest.FixtureRequest) -> str:
     return request.param
 

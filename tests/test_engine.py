@@ -35,9 +35,11 @@ def _own_block_outputs(model, adapter, ids):
     return outs
 
 
-@pytest.mark.parametrize("batch_size,sequential", [(4, False), (4, True), (6, True)])
-def test_engine_equals_model_forward(arch, batch_size, sequential):
-    """All three schedules: block-parallel, sequential per group, sequential single pass."""
+@pytest.mark.parametrize("batch_size,sequential,lockstep",
+                         [(4, False, True), (2, True, False), (2, True, True), (6, True, True)])
+def test_engine_equals_model_forward(arch, batch_size, sequential, lockstep):
+    """Every schedule: block-parallel, sequential one pass per group, sequential lockstep over
+    several batches, sequential single batch."""
     model = tiny_model(arch)
     adapter = adapter_for(model)
     ids = torch.randint(0, 128, (6, 32), generator=torch.Generator().manual_seed(1))
@@ -45,7 +47,7 @@ def test_engine_equals_model_forward(arch, batch_size, sequential):
     got: dict[int, torch.Tensor] = {}
     prune_layerwise(model, adapter, NoOpHessian(), Pattern("dense", "dense", 0.0), ids,
                     batch_size=batch_size, sequential=sequential, progress=False,
-                    on_block_output=lambda i, hs: got.__setitem__(i, torch.cat(hs)))
+                    lockstep=lockstep, on_block_output=lambda i, hs: got.__setitem__(i, torch.cat(hs)))
     assert sorted(got) == sorted(expected) == list(range(len(adapter.blocks(model))))
     for i in expected:
         torch.testing.assert_close(got[i], expected[i], rtol=1e-5, atol=1e-5)
@@ -62,8 +64,10 @@ def test_every_method_prunes_every_pattern(arch):
             prune_layerwise(model, adapter, method, pattern, ids, batch_size=2, progress=False)
             sp = layer_sparsity(model, adapter)
             assert len(sp) == 2 * len(adapter.layer_names())
-            for name, s in sp.items():
-                assert abs(s - pattern.sparsity) < 0.02, (method_name, slug, name, s)
+            lins = adapter.prunable(model)
+            for name, s in sp.items():   # per-row counts: tiny rows (Mamba dt_proj, 8) round
+                tol = max(0.02, 1.0 / lins[name].in_features)
+                assert abs(s - pattern.sparsity) < tol, (method_name, slug, name, s)
             out = model(input_ids=ids[:1]).logits
             assert torch.isfinite(out).all()
 
@@ -77,26 +81,44 @@ def test_sequential_mode_runs(arch):
     assert all(abs(k - 0.5) < 1e-6 for k in rep.layer_keep.values())
 
 
-def test_single_pass_equals_sequential_passes(arch):
-    """One batch (one pass per block, pruning inside pre-hooks) gives the same pruned model as
-    several batches (one pass per group): both are 'true sequential'."""
+def test_lockstep_equals_one_pass_per_group(arch):
+    """Lockstep (one forward per block, batches stopping at every group) accumulates the same
+    statistics in the same order as one pass per group: bit-identical pruned weights. One big
+    batch agrees up to float summation order."""
     ids = torch.randint(0, 128, (6, 32), generator=torch.Generator().manual_seed(4))
     for method_name in ("wanda", "sparsegpt", "apt"):
         for slug in ("unstructured-50", "2of4"):
             pruned = []
-            for batch_size in (6, 2):
+            for batch_size, lockstep in ((2, True), (2, False), (6, True)):
                 model = tiny_model(arch)
                 adapter = adapter_for(model)
                 # APT's exact least squares on 192 tokens amplifies float noise: ridge it here
                 params = {"lsq_damp": 0.01} if method_name == "apt" else {}
                 prune_layerwise(model, adapter, registry.create(method_name, params),
                                 parse_pattern(slug), ids, batch_size=batch_size, sequential=True,
-                                progress=False)
+                                progress=False, lockstep=lockstep)
                 pruned.append({n: lin.weight.detach().clone()
                                for n, lin in adapter.prunable(model).items()})
             for name, w in pruned[0].items():
-                assert torch.equal(w == 0, pruned[1][name] == 0), (method_name, slug, name)
-                torch.testing.assert_close(w, pruned[1][name], rtol=1e-4, atol=1e-5)
+                assert torch.equal(w, pruned[1][name]), (method_name, slug, name)
+                assert torch.equal(w == 0, pruned[2][name] == 0), (method_name, slug, name)
+                torch.testing.assert_close(w, pruned[2][name], rtol=1e-4, atol=1e-5)
+
+
+def test_lockstep_failure_in_one_chunk_is_raised_not_hung(arch):
+    """A method that fails while other batches wait at the group must surface, not deadlock."""
+
+    class Boom(NoOpHessian):
+        name = "boom-test"
+
+        def prune_layer(self, weight, stats, pattern, name="layer"):
+            raise RuntimeError("boom")
+
+    model = tiny_model(arch)
+    ids = torch.randint(0, 128, (6, 16), generator=torch.Generator().manual_seed(6))
+    with pytest.raises(RuntimeError, match="boom"):
+        prune_layerwise(model, adapter_for(model), Boom(), Pattern("dense", "dense", 0.0), ids,
+                        batch_size=2, sequential=True, progress=False)
 
 
 def test_sequential_differs_from_block_parallel_only_after_first_group(arch):
