@@ -39,6 +39,8 @@ class Recipe:
     num_layers: int = 4
     num_heads: int = 4
     ffn_dim: int = 1024
+    state_size: int = 16  # mamba only: SSM state per channel
+    expand: int = 2  # mamba only: d_inner = expand * hidden_size
     seqlen: int = 512
     batch_size: int = 16  # sequences per optimiser step
     steps: int = 0  # 0: derive from --minutes with a short throughput probe
@@ -81,19 +83,31 @@ def train_tokenizer(text: str, vocab_size: int, out: Path, model_max_length: int
 
 # ----------------------------------------------------------------------------- model / data
 def build_model(r: Recipe, tokenizer) -> torch.nn.Module:
-    from transformers import OPTConfig, OPTForCausalLM
+    """A freshly initialised OPT (pre-LayerNorm) or Mamba from the recipe, seeded."""
+    from transformers import MambaConfig, MambaForCausalLM, OPTConfig, OPTForCausalLM
 
-    if r.arch != "opt":
-        raise ValueError(f"unsupported --arch {r.arch!r}; only 'opt' is implemented")
-    cfg = OPTConfig(vocab_size=len(tokenizer), hidden_size=r.hidden_size,
-                    num_hidden_layers=r.num_layers, num_attention_heads=r.num_heads,
-                    ffn_dim=r.ffn_dim, max_position_embeddings=max(r.seqlen, r.eval_seqlen),
-                    word_embed_proj_dim=r.hidden_size, do_layer_norm_before=True,
-                    dropout=0.0, attention_dropout=0.0, activation_function="relu",
-                    tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(r.seed)
-    return OPTForCausalLM(cfg)
+    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id)
+    if r.arch == "opt":
+        cfg = OPTConfig(vocab_size=len(tokenizer), hidden_size=r.hidden_size,
+                        num_hidden_layers=r.num_layers, num_attention_heads=r.num_heads,
+                        ffn_dim=r.ffn_dim, max_position_embeddings=max(r.seqlen, r.eval_seqlen),
+                        word_embed_proj_dim=r.hidden_size, do_layer_norm_before=True,
+                        dropout=0.0, attention_dropout=0.0, activation_function="relu",
+                        tie_word_embeddings=True, **ids)
+        torch.manual_seed(r.seed)
+        return OPTForCausalLM(cfg)
+    if r.arch == "mamba":
+        from bench import mamba_scan
+
+        mamba_scan.install()  # exact scan with a hand-written backward (no mamba-ssm on CPU)
+        cfg = MambaConfig(vocab_size=len(tokenizer), hidden_size=r.hidden_size,
+                          num_hidden_layers=r.num_layers, state_size=r.state_size,
+                          expand=r.expand, conv_kernel=4, use_bias=False, use_conv_bias=True,
+                          tie_word_embeddings=True, **ids)
+        torch.manual_seed(r.seed)
+        return MambaForCausalLM(cfg)
+    raise ValueError(f"unsupported --arch {r.arch!r}; choose 'opt' or 'mamba'")
 
 
 def train_chunks(ids: torch.Tensor, seqlen: int) -> torch.Tensor:
@@ -291,7 +305,7 @@ def _finish(r: Recipe, out: Path, model, corpus_sha: str, st: dict, ppl: float, 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", default="opt")
+    ap.add_argument("--arch", default="opt", choices=("opt", "mamba"))
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--minutes", type=float, default=60.0, help="wall budget used to size --steps")
     ap.add_argument("--threads", type=int, default=2)
