@@ -21,12 +21,12 @@ Two schedules, chosen by `sequential`:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import greenlet
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -129,112 +129,86 @@ def _input_hooks(block: nn.Module, adapter: ArchAdapter, group: tuple[str, ...],
     return handles
 
 
-class _Abort(Exception):
-    """Unwinds a waiting chunk's forward after another chunk failed."""
-
-
 class _Lockstep:
-    """Forward K calibration chunks through one block "in lockstep", pruning on the fly.
+    """Forward K calibration batches through one block "in lockstep", pruning on the fly.
 
-    Each chunk's forward runs in its own thread, but a condition variable lets exactly one
-    thread compute at a time, in a fixed turn order 0..K-1. When a chunk reaches a group's
-    input it adds that input to the group's statistic and hands the turn to the next chunk;
-    the last chunk prunes the group, and all chunks continue with the PRUNED layers. So the
-    statistic is accumulated batch by batch in the same order as one pass per group would,
-    each block costs one forward, and no forward ever runs at the full calibration batch size
+    Each batch's forward is a coroutine (a greenlet: same OS thread, so the same BLAS/OpenMP
+    pool and grad mode, and no locks). When a batch reaches a group's input, the hook hands
+    that input to this coordinator and suspends; the coordinator adds it to the group's
+    statistic and resumes the next batch. When all K batches have arrived it prunes the group,
+    and every batch continues through the PRUNED layers. So the statistic is accumulated
+    batch by batch in the same order as one pass per group would (bit-identical results),
+    each block costs one forward, and no forward runs at the full calibration batch size
     (large tensors are slower per element on CPU).
     """
 
     def __init__(self, block: nn.Module, adapter: ArchAdapter, method: LayerwiseMethod,
-                 pattern: Pattern, prefix: str, report: EngineReport, k: int) -> None:
+                 pattern: Pattern, prefix: str, report: EngineReport) -> None:
         self.block, self.adapter, self.method = block, adapter, method
-        self.pattern, self.prefix, self.report, self.k = pattern, prefix, report, k
-        self.cond = threading.Condition()
-        self.turn = 0
-        self.arrived: dict[tuple[str, ...], int] = {}
-        self.accs: dict[tuple[str, ...], StatAccumulator] = {}
+        self.pattern, self.prefix, self.report = pattern, prefix, report
         self.done: set[tuple[str, ...]] = set()
-        self.error: BaseException | None = None
-        self.local = threading.local()
-        self.spent = [0.0, 0.0]                                # stats, prune seconds
+        self.main: greenlet.greenlet | None = None
+        self.t_prune = 0.0
 
-    def on_input(self, group: tuple[str, ...], x: torch.Tensor) -> None:
-        if group in self.done:                                 # a later layer of a pruned group
-            return
-        i = self.local.index
+    def _arrive(self, group: tuple[str, ...], x: torch.Tensor) -> None:
+        if group not in self.done:                     # later layers of a pruned group: no-op
+            assert self.main is not None
+            self.main.switch(("input", group, x))      # suspend this batch's forward
+
+    def _chunk(self, hidden: torch.Tensor, kwargs: dict[str, Any]) -> tuple[str, torch.Tensor]:
+        return "output", _first(self.block(hidden, **kwargs))
+
+    def _prune(self, group: tuple[str, ...], acc: StatAccumulator | None) -> None:
         t0 = time.perf_counter()
-        if self.method.stat != "none":
-            if group not in self.accs:
-                lin = self.block.get_submodule(group[0])
-                self.accs[group] = StatAccumulator(lin.in_features, self.method.stat,
-                                                   lin.weight.device)
-            self.accs[group].add(x)
-        self.arrived[group] = self.arrived.get(group, 0) + 1
-        t1 = time.perf_counter()
-        self.spent[0] += t1 - t0
-        if i == self.k - 1:                                    # last chunk in: prune the group
-            stats = self.accs.pop(group).finish() if group in self.accs else None
-            _apply(self.method, [self.block.get_submodule(n) for n in group], stats,
-                   self.pattern, [self.prefix + n for n in group], self.report)
-            self.done.add(group)
-            self.spent[1] += time.perf_counter() - t1
-        self.turn = (i + 1) % self.k
-        self.cond.notify_all()
-        self.cond.wait_for(lambda: self.error is not None or (group in self.done
-                                                               and self.turn == i))
-        if self.error is not None:
-            raise _Abort
-
-    def run_chunk(self, i: int, hidden: torch.Tensor, kwargs: dict[str, Any],
-                  outs: list[torch.Tensor | None]) -> None:
-        self.local.index = i
-        with torch.no_grad(), self.cond:                       # grad mode is per thread
-            try:
-                self.cond.wait_for(lambda: self.error is not None or self.turn == i)
-                if self.error is not None:
-                    return
-                outs[i] = _first(self.block(hidden, **kwargs))
-                pending = [g for g, n in self.arrived.items() if g not in self.done]
-                if pending:
-                    raise PruneBenchError(f"block {self.prefix.rstrip('.')}: chunk {i} finished "
-                                          f"without reaching {pending}; chunks took different paths")
-                self.turn = (i + 1) % self.k
-            except _Abort:
-                return
-            except BaseException as exc:                       # hand it to the main thread
-                self.error = exc
-            finally:
-                self.cond.notify_all()
+        stats = acc.finish() if acc is not None else None
+        _apply(self.method, [self.block.get_submodule(n) for n in group], stats, self.pattern,
+               [self.prefix + n for n in group], self.report)
+        self.done.add(group)
+        self.t_prune += time.perf_counter() - t0
+        self.report.seconds_prune += time.perf_counter() - t0
 
     def run(self, hiddens: list[torch.Tensor], kwargs: list[dict[str, Any]]) -> list[torch.Tensor]:
-        outs: list[torch.Tensor | None] = [None] * self.k
+        self.main = greenlet.getcurrent()
+        chunks = [greenlet.greenlet(self._chunk) for _ in hiddens]
         handles = [h for group in self.adapter.groups for h in _input_hooks(
-            self.block, self.adapter, group, lambda x, g=group: self.on_input(g, x))]
-        t0 = time.perf_counter()
+            self.block, self.adapter, group, lambda x, g=group: self._arrive(g, x))]
+        t_start, t_stats = time.perf_counter(), 0.0
+        started = False
         try:
-            if self.k == 1:                                    # no threads needed
-                self.run_chunk(0, hiddens[0], kwargs[0], outs)
-            else:
-                threads = [threading.Thread(target=self.run_chunk, args=(i, h, kw, outs),
-                                            name=f"prunebench-chunk-{i}", daemon=True)
-                           for i, (h, kw) in enumerate(zip(hiddens, kwargs))]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
+            while True:
+                events, acc = [], None
+                for i, chunk in enumerate(chunks):
+                    ev = chunk.switch() if started else chunk.switch(hiddens[i], kwargs[i])
+                    events.append(ev)
+                    if ev[0] == "input" and self.method.stat != "none":
+                        t0 = time.perf_counter()
+                        if acc is None:
+                            lin = self.block.get_submodule(ev[1][0])
+                            acc = StatAccumulator(lin.in_features, self.method.stat,
+                                                  lin.weight.device)
+                        acc.add(ev[2])
+                        t_stats += time.perf_counter() - t0
+                started = True
+                kinds = {(ev[0], ev[1] if ev[0] == "input" else None) for ev in events}
+                if len(kinds) != 1:
+                    raise PruneBenchError(f"block {self.prefix.rstrip('.')}: calibration "
+                                          f"batches took different paths ({sorted(map(str, kinds))})")
+                if events[0][0] == "output":
+                    break
+                self._prune(events[0][1], acc)
         finally:
             for handle in handles:
                 handle.remove()
-        if self.error is not None:
-            raise self.error
+            for chunk in chunks:                       # unwinds any suspended forward
+                if not chunk.dead:
+                    chunk.throw(greenlet.GreenletExit)
         missing = [g for g in self.adapter.groups if g not in self.done]
         if missing:
             raise PruneBenchError(f"block {self.prefix.rstrip('.')}: layers {missing} never ran "
                                   f"in the forward pass; the adapter's groups do not match the model")
-        self.report.seconds_stats += self.spent[0]
-        self.report.seconds_prune += self.spent[1]
-        self.report.seconds_propagate += time.perf_counter() - t0 - sum(self.spent)
-        return [o for o in outs if o is not None]
+        self.report.seconds_stats += t_stats
+        self.report.seconds_propagate += time.perf_counter() - t_start - t_stats - self.t_prune
+        return [ev[1] for ev in events]
 
 
 @torch.no_grad()
@@ -273,8 +247,8 @@ def prune_layerwise(model: nn.Module, adapter: ArchAdapter, method: LayerwiseMet
     for bi, block in enumerate(tqdm(blocks, desc=f"{method.name} blocks", disable=not progress)):
         prefix = f"{adapter.blocks_path}.{bi}."
         if sequential and lockstep:
-            hidden = _Lockstep(block, adapter, method, pattern, prefix, report,
-                               len(hidden)).run(hidden, cap.kwargs)
+            hidden = _Lockstep(block, adapter, method, pattern, prefix, report).run(
+                hidden, cap.kwargs)
             if on_block_output is not None:
                 on_block_output(bi, hidden)
             continue

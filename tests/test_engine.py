@@ -105,8 +105,9 @@ def test_lockstep_equals_one_pass_per_group(arch):
                 torch.testing.assert_close(w, pruned[2][name], rtol=1e-4, atol=1e-5)
 
 
-def test_lockstep_failure_in_one_chunk_is_raised_not_hung(arch):
-    """A method that fails while other batches wait at the group must surface, not deadlock."""
+def test_lockstep_failure_is_raised_and_unwinds(arch):
+    """A method that fails while the batches' forwards are suspended at the group surfaces as
+    its own error, and the model is left without hooks."""
 
     class Boom(NoOpHessian):
         name = "boom-test"
@@ -119,6 +120,7 @@ def test_lockstep_failure_in_one_chunk_is_raised_not_hung(arch):
     with pytest.raises(RuntimeError, match="boom"):
         prune_layerwise(model, adapter_for(model), Boom(), Pattern("dense", "dense", 0.0), ids,
                         batch_size=2, sequential=True, progress=False)
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())
 
 
 def test_sequential_differs_from_block_parallel_only_after_first_group(arch):
