@@ -229,5 +229,9 @@ def load_model(path_or_id: str | Path, dtype: torch.dtype = torch.float32) -> tu
         model, tok = _load_local(Path(path_or_id), dtype)
     else:
         model, tok = _load_from_hub(text, dtype)
+    if getattr(model.config, "model_type", None) == "mamba":
+        from bench import mamba_scan
+
+        mamba_scan.install()  # logs once: mamba-ssm CUDA kernels, or our exact PyTorch scan
     model.eval()
     return model, tok

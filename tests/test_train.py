@@ -94,7 +94,7 @@ def test_resume_is_exact(setup, tmp_path: Path):
 
 def test_bad_arch_is_rejected(setup):
     r, tok, _, chunks, _ = setup
-    with pytest.raises(ValueError, match="only 'opt'"):
+    with pytest.raises(ValueError, match="choose 'opt' or 'mamba'"):
         Trainer(tiny_recipe(arch="llama"), tok, chunks)
 
 

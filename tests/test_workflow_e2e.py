@@ -30,7 +30,7 @@ def test_smoke_grid_end_to_end(tmp_path: Path) -> None:
     assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
     cfg = load_config(SMOKE)
     runs, _ = plan(cfg)
-    assert len(runs) == 14
+    assert len(runs) == 27   # 3 tiny models x (dense + 4 layer-wise methods x 2 patterns)
     html = (tmp_path / cfg["site_dir"] / "index.html").read_text()
     for run in runs:
         data = load_run(tmp_path / cfg["results_dir"] / "runs" / run.model / run.method
