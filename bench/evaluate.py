@@ -80,7 +80,11 @@ def check_pattern(model: nn.Module, adapter: ArchAdapter, pattern: Pattern,
                 raise PruneBenchError(f"layer {name} violates {pattern.slug}: a group of "
                                       f"{pattern.m} has {int(groups.max())} nonzeros")
     elif pattern.kind == "unstructured":
+        widths = {name: lin.in_features for name, lin in adapter.prunable(model).items()}
         for name, frac in per_layer.items():
-            if frac < pattern.sparsity - 1e-3 or frac > pattern.sparsity + tolerance:
+            # per-row methods remove round(in * sparsity) weights per row: on narrow layers
+            # (Mamba's dt_proj has 16 inputs) that is up to half a weight per row off target
+            slack = max(1e-3, 0.5 / widths.get(name, 1 << 30) + 1e-9)
+            if frac < pattern.sparsity - slack or frac > pattern.sparsity + max(tolerance, slack):
                 raise PruneBenchError(f"layer {name} has sparsity {frac:.4f}, target "
                                       f"{pattern.sparsity:.4f} ({pattern.slug})")

@@ -145,3 +145,22 @@ def test_mamba_trains_and_ships_a_loadable_model(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(str(tmp_path))
     assert model.config.model_type == "mamba"
     assert heldout_ppl(model.float(), ids[:512], r.eval_seqlen) == pytest.approx(after, rel=1e-3)
+
+
+def test_pattern_check_allows_per_row_rounding_on_narrow_layers():
+    """dt_proj has few inputs (8 here, 16 in mamba-tiny): 70% per row is round(5.6) = 6 of 8."""
+    from bench.evaluate import check_pattern
+
+    from methods.base import PruneBenchError
+
+    model = tiny_model("mamba")
+    adapter = adapter_for(model)
+    pattern = parse_pattern("unstructured-70")
+    per_layer = {name: 0.7 for name in adapter.prunable(model)}
+    dt = "backbone.layers.0.mixer.dt_proj"
+    check_pattern(model, adapter, pattern, {**per_layer, dt: 0.75})          # 6 of 8: nearest
+    with pytest.raises(PruneBenchError, match="dt_proj"):
+        check_pattern(model, adapter, pattern, {**per_layer, dt: 0.5})       # 4 of 8: too few
+    with pytest.raises(PruneBenchError, match="in_proj"):                      # 64 wide: strict
+        check_pattern(model, adapter, pattern,
+                      {**per_layer, "backbone.layers.0.mixer.in_proj": 0.68})
