@@ -24,8 +24,9 @@ def test_shipped_configs_validate(name: str) -> None:
 def test_default_grid_plan() -> None:
     runs, dropped = plan(load_config(DEFAULT_CONFIG))
     ids = {r.id for r in runs}
-    assert len(runs) == 2 * (1 + 3 * 4) and not dropped
+    assert len(runs) == 3 * (1 + 4 * 4) and not dropped   # 3 models x (dense + 4 methods x 4)
     assert "smollm2-135m/dense/dense" in ids and "opt-tiny/sparsegpt/4of8" in ids
+    assert "mamba-tiny/apt/2of4" in ids
 
 
 @pytest.mark.parametrize("mutate,msg", [
@@ -51,7 +52,7 @@ def test_planner_drops_unsupported_with_reason() -> None:
     runs, dropped = plan(load_config(raw))
     assert all(r.pattern != "structured-20" for r in runs)
     assert dropped and all("cannot do pattern 'structured-20'" in why for _, why in dropped)
-    assert len(dropped) == 2 * 3          # 2 models x 3 element-wise methods
+    assert len(dropped) == 3 * 4          # 3 models x 4 element-wise methods
 
 
 def test_trained_models_regenerate_from_their_recipe() -> None:
@@ -61,6 +62,7 @@ def test_trained_models_regenerate_from_their_recipe() -> None:
     assert prepare_inputs("opt-tiny", zoo) == [str(REPO_ROOT / "zoo/opt-tiny/model.safetensors")]
     assert prepare_inputs("smollm2-135m", zoo) == []
     assert "--arch opt" in train_recipe("zoo/opt-tiny", zoo)
+    assert "--arch mamba" in train_recipe("zoo/mamba-tiny", zoo)
     from bench.models import get_spec
 
     with pytest.raises(ValueError, match="recipe"):
