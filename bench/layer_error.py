@@ -16,7 +16,6 @@ import argparse
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -110,12 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
            if len(args.methods) > 1 else None,
            "layers": cmp.rows, "environment": results.environment_info(),
            "code": results.git_info(REPO_ROOT)}
-    path = Path(args.out) if args.out else (REPO_ROOT / "results" / "bench" / "layer_error" /
-                                            f"{args.model}-{args.pattern}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    path = results.write_bench_json(out, REPO_ROOT / "results" / "bench" / "layer_error" /
+                                    f"{args.model}-{args.pattern}.json", args.out)
     log.info("%s -> %s", json.dumps(out["summary"]), path)
     return out
 

@@ -11,11 +11,9 @@ results/bench/prune_speed/{model}-{method}-{pattern}.json with the ratio and the
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import time
-from pathlib import Path
 
 import torch
 
@@ -74,12 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "environment": results.environment_info(), "code": results.git_info(REPO_ROOT),
     }
-    path = Path(args.out) if args.out else (REPO_ROOT / "results" / "bench" / "prune_speed" /
-                                            f"{args.model}-{args.method}-{args.pattern}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    path = results.write_bench_json(out, REPO_ROOT / "results" / "bench" / "prune_speed" /
+                                    f"{args.model}-{args.method}-{args.pattern}.json", args.out)
     log.info("forward %.1fs, prune %.1fs, ratio %.2fx -> %s", fwd, prune, prune / fwd, path)
     return out
 

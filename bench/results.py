@@ -256,3 +256,13 @@ def git_info(repo: Path) -> dict[str, Any]:
         return {"git_commit": None, "git_dirty": True}
     status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {"git_commit": head.stdout.strip(), "git_dirty": status.returncode != 0 or bool(status.stdout.strip())}
+
+
+def write_bench_json(data: dict[str, Any], default: Path, out: str | Path | None = None) -> Path:
+    """Atomically write a benchmark result (bench/*.py scripts) to `out` or `default`."""
+    path = Path(out) if out else default
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -143,3 +143,13 @@ def test_environment_and_git_info(tmp_path: Path) -> None:
     run["environment"] = env
     run["code"] = git_info(Path(__file__).resolve().parent.parent)
     validate_run(run)
+
+
+def test_write_bench_json_is_atomic_and_round_trips(tmp_path):
+    from bench.results import write_bench_json
+
+    path = write_bench_json({"b": 1, "a": [2.5]}, tmp_path / "x" / "default.json")
+    assert json.loads(path.read_text()) == {"a": [2.5], "b": 1}
+    assert path.parent.name == "x" and not list(path.parent.glob(".*.tmp"))
+    other = write_bench_json({"c": 3}, tmp_path / "unused.json", tmp_path / "o.json")
+    assert other == tmp_path / "o.json" and not (tmp_path / "unused.json").exists()
