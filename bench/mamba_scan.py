@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
-_STATE = {"installed": False, "reference": None}
+_STATE: dict = {"installed": False, "reference": None, "logged": False}
 
 
 CHUNK = 32  # time steps per chunk: the chunk's [CHUNK, B, D, N] tensors stay in cache
@@ -148,7 +148,7 @@ def install() -> str:
             mm.mamba_selective_scan = selective_scan
             _STATE["installed"] = True
         path = "PruneBench exact PyTorch selective scan (bench/mamba_scan.py; no mamba-ssm)"
-    if not _STATE.get("logged"):
+    if not _STATE["logged"]:
         log.info("Mamba: using %s", path)
         _STATE["logged"] = True
     return path
