@@ -21,15 +21,16 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 from bench.config import load_config, plan  # noqa: E402
 from bench.workflow import (  # noqa: E402
-    prepare_inputs, prune_inputs, train_recipe, write_effective_config)
+    job_threads, prepare_inputs, prune_inputs, train_recipe, write_effective_config)
 
 if not config:
     configfile: "config/config.yaml"
 
 CFG = load_config(dict(config))
 RUNS, DROPPED = plan(CFG)
-for _run, _why in DROPPED:
-    sys.stderr.write(f"PruneBench: dropped {_run.id}: {_why}\n")
+if DROPPED:  # layer-wise x structured and structured x N:M combinations, by design
+    sys.stderr.write(f"PruneBench: {len(DROPPED)} model/method/pattern combinations dropped "
+                     f"(a method cannot do the pattern); `python -m bench plan` lists them\n")
 
 CONFIG_JSON = write_effective_config(CFG)
 

@@ -4,7 +4,9 @@ Owns: one `ArchAdapter` per architecture family. Nothing outside this file names
 internal module paths. `groups` lists a block's prunable linears in execution order, grouped by
 shared input (layers of one group see the same input tensor, so one statistic serves them all).
 `taps` name linears whose own forward never runs because the model uses their weight directly
-(Mamba's dt_proj): their input is read from another module's output instead.
+(Mamba's dt_proj): their input is read from another module's output instead. `coupled` declares
+the structural units of a block (attention heads / KV groups, MLP channels, Mamba inner
+channels) and every tensor slice that belongs to one unit, for structured pruning.
 """
 from __future__ import annotations
 
@@ -24,6 +26,25 @@ class Tap:
 
 
 @dataclass(frozen=True)
+class Coupled:
+    """One kind of structural unit of a block and every parameter slice that belongs to a unit.
+
+    A block has `config.<count>` units of this kind (per layer: `layer_units`). Each slice is
+    (parameter path in the block, dim, copies): along `dim` the parameter holds `copies`
+    consecutive runs of n_units equal-width pieces (Mamba's in_proj holds x and gate: copies 2).
+    Missing parameters (a bias the config switched off) are skipped. `config_attrs` and
+    `module_attrs` scale with the unit count (GQA: KV heads and query heads both scale).
+    `consumers` are the linears whose INPUT columns are the units (second-order reconstruction).
+    """
+
+    kind: str
+    config_attrs: tuple[str, ...]          # first one is the unit count
+    slices: tuple[tuple[str, int, int], ...]
+    consumers: tuple[str, ...]
+    module_attrs: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class ArchAdapter:
     arch: str
     model_types: tuple[str, ...]
@@ -31,6 +52,13 @@ class ArchAdapter:
     groups: tuple[tuple[str, ...], ...]    # prunable linears per block, grouped by shared input
     taps: tuple[tuple[str, Tap], ...] = ()  # (linear name, where its input is read)
     notes: str = ""                        # what is deliberately not pruned, and why
+    coupled: tuple[Coupled, ...] = ()      # structural units, for structured pruning
+
+    def coupled_kind(self, kind: str) -> Coupled:
+        for c in self.coupled:
+            if c.kind == kind:
+                return c
+        raise PruneBenchError(f"architecture '{self.arch}' has no structural unit '{kind}'")
 
     def tap(self, name: str) -> Tap | None:
         return dict(self.taps).get(name)
@@ -50,37 +78,79 @@ class ArchAdapter:
         return out
 
 
+def _rows(*linears: str, bias: bool = True) -> tuple[tuple[str, int, int], ...]:
+    """Output rows (and bias entries) of producing linears."""
+    out = tuple((f"{name}.weight", 0, 1) for name in linears)
+    return out + (tuple((f"{name}.bias", 0, 1) for name in linears) if bias else ())
+
+
+def _cols(*linears: str) -> tuple[tuple[str, int, int], ...]:
+    """Input columns of consuming linears."""
+    return tuple((f"{name}.weight", 1, 1) for name in linears)
+
+
+# A Llama attention unit is one KV group: its key and value head, the query heads that share
+# them (num_attention_heads // num_key_value_heads) and their o_proj columns.
+LLAMA_UNITS = (
+    Coupled("attn", ("num_key_value_heads", "num_attention_heads"),
+            _rows("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj") + _cols("self_attn.o_proj"),
+            consumers=("self_attn.o_proj",)),
+    Coupled("mlp", ("intermediate_size",),
+            _rows("mlp.gate_proj", "mlp.up_proj") + _cols("mlp.down_proj"),
+            consumers=("mlp.down_proj",), module_attrs=(("mlp", "intermediate_size"),)),
+)
+
 LLAMA = ArchAdapter(
     arch="llama",
-    model_types=("llama", "mistral", "qwen2"),
+    model_types=("llama", "mistral", "qwen2", "prunebench_llama"),
     blocks_path="model.layers",
     groups=(("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
             ("self_attn.o_proj",),
             ("mlp.gate_proj", "mlp.up_proj"),
             ("mlp.down_proj",)),
+    coupled=LLAMA_UNITS,
 )
 
 OPT = ArchAdapter(
     arch="opt",
-    model_types=("opt",),
+    model_types=("opt", "prunebench_opt"),
     blocks_path="model.decoder.layers",
     groups=(("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
             ("self_attn.out_proj",),
             ("fc1",),
             ("fc2",)),
+    coupled=(
+        Coupled("attn", ("num_attention_heads",),
+                _rows("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+                + _cols("self_attn.out_proj"),
+                consumers=("self_attn.out_proj",), module_attrs=(("self_attn", "num_heads"),)),
+        Coupled("mlp", ("ffn_dim",), _rows("fc1") + _cols("fc2"), consumers=("fc2",)),
+    ),
 )
 
 # transformers' MambaMixer computes dt = dt_proj.weight @ x_proj(x)[..., :rank] without calling
 # dt_proj (on every path, CPU included), so dt_proj's input is tapped from x_proj's output.
 MAMBA = ArchAdapter(
     arch="mamba",
-    model_types=("mamba",),
+    model_types=("mamba", "prunebench_mamba"),
     blocks_path="backbone.layers",
     groups=(("mixer.in_proj",),
             ("mixer.x_proj",),
             ("mixer.dt_proj",),
             ("mixer.out_proj",)),
     taps=(("mixer.dt_proj", Tap("mixer.x_proj", 0)),),
+    coupled=(
+        # an inner channel: its x and gate rows of in_proj, its conv1d filter, its x_proj
+        # column, dt_proj row, A_log row, D entry and out_proj column
+        Coupled("ssm", ("intermediate_size",),
+                (("mixer.in_proj.weight", 0, 2), ("mixer.in_proj.bias", 0, 2),
+                 ("mixer.conv1d.weight", 0, 1), ("mixer.conv1d.bias", 0, 1))
+                + _rows("mixer.dt_proj") + (("mixer.A_log", 0, 1), ("mixer.D", 0, 1))
+                + _cols("mixer.x_proj", "mixer.out_proj"),
+                consumers=("mixer.out_proj", "mixer.x_proj"),
+                module_attrs=(("mixer", "intermediate_size"), ("mixer.conv1d", "in_channels"),
+                              ("mixer.conv1d", "out_channels"), ("mixer.conv1d", "groups"))),
+    ),
     notes="conv1d (depthwise, 4 taps per channel, <1% of a block's weights) and the SSM "
           "parameters A_log, D stay dense: they are not matrices a layer-wise method reconstructs",
 )

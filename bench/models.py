@@ -224,12 +224,15 @@ def load_model(path_or_id: str | Path, dtype: torch.dtype = torch.float32) -> tu
     Returns (PreTrainedModel, PreTrainedTokenizerBase). Missing keys in the weights are an
     error (they would be silently random); hub failures raise a one-line RuntimeError.
     """
+    from bench.slim_models import register
+
+    register()    # structurally pruned checkpoints (prunebench_* model types) load too
     text = str(path_or_id)
     if isinstance(path_or_id, Path) or Path(text).exists() or _looks_like_path(text):
         model, tok = _load_local(Path(path_or_id), dtype)
     else:
         model, tok = _load_from_hub(text, dtype)
-    if getattr(model.config, "model_type", None) == "mamba":
+    if getattr(model.config, "model_type", None) in ("mamba", "prunebench_mamba"):
         from bench import mamba_scan
 
         mamba_scan.install()  # logs once: mamba-ssm CUDA kernels, or our exact PyTorch scan

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from bench import data, models, results
+from bench import data, models, results, structure, structured_run
 from bench.adapters import adapter_for
 from bench.config import load_config
 from bench.engine import prune_layerwise, validate_layers
@@ -129,7 +129,11 @@ def prune(model_key: str, method_name: str, pattern_slug: str, out: Path,
         engine_report = {"seconds_stats": rep.seconds_stats, "seconds_prune": rep.seconds_prune,
                          "seconds_propagate": rep.seconds_propagate, "n_tokens": rep.n_tokens}
     elif isinstance(method, ModelMethod):
-        engine_report = method.prune_model(model, adapter, calib_ids, pattern) or {}
+        dense_structure = structure.describe(model, adapter)
+        method.progress = progress
+        result = method.prune_model(model, adapter, structured_run.model_data(calib_ids, tok, cfg),
+                                    pattern)
+        model, engine_report = result.model, result.report
     prune_seconds = time.perf_counter() - t0
     info: dict[str, Any] = {
         "model": {"key": spec.key, "arch": spec.arch, "source": spec.source,
@@ -151,6 +155,8 @@ def prune(model_key: str, method_name: str, pattern_slug: str, out: Path,
         "code": results.git_info(REPO_ROOT),
         "created_at": _now(),
     }
+    if isinstance(method, ModelMethod):
+        info["structure"] = structured_run.structure_record(dense_structure, model, adapter)
     model.to("cpu")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -187,13 +193,28 @@ def evaluate(checkpoint: Path, out: Path | None = None, config: str | Path | dic
     model, tok = models.load_model(Path(checkpoint), DTYPES[cfg["engine"]["dtype"]])
     adapter = adapter_for(model)
     sp = measure_sparsity(model, adapter)
-    check_pattern(model, adapter, pattern, sp["per_layer"])
+    extra: dict[str, Any] = {}
+    if pattern.kind == "structured":
+        if "structure" not in info:
+            raise PruneBenchError(f"{checkpoint}: a structured run without a structure record")
+        structured = structured_run.structured_sparsity(model, adapter, info["structure"], pattern)
+        extra["structure"] = structured.pop("structure")
+        sp.update(structured)
+    else:
+        check_pattern(model, adapter, pattern, sp["per_layer"])
     device = _device(cfg["engine"]["device"])
     model.to(device)
     ids = data.eval_token_ids(tok, corpus, ppl_cfg["max_tokens"])
     t0 = time.perf_counter()
     ppl = perplexity(model, ids, ppl_cfg["seqlen"], ppl_cfg["batch_size"], progress)
     eval_seconds = time.perf_counter() - t0
+    if info["method"]["kind"] == "model":
+        extra["method_report"] = info["cost"]["engine"]
+    if pattern.kind == "structured":
+        speed = structured_run.latency(model, info["model"]["key"], cfg, DTYPES[cfg["engine"]["dtype"]],
+                                       progress)
+        if speed is not None:
+            extra["speed"] = speed
     key = f"ppl/{ppl_cfg['corpus']}"
     run = {
         "schema_version": results.SCHEMA_VERSION,
@@ -214,6 +235,7 @@ def evaluate(checkpoint: Path, out: Path | None = None, config: str | Path | dic
         "environment": info["environment"],
         "code": info["code"],
         "created_at": info["created_at"],
+        **extra,
     }
     if out is None:
         out = results.run_path(Path(cfg["results_dir"]), info["model"]["key"], info["method"]["name"],

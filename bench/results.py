@@ -81,7 +81,14 @@ RUN_SCHEMA: dict[str, Any] = {
                       "git_dirty": {"type": "boolean"}}),
         "created_at": {"type": "string",
                        "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|\+00:00)$"},
-    }),
+        # structured runs: per-layer unit counts and parameter counts, dense and pruned
+        "structure": {"type": "object", "required": ["layer_units", "dense_layer_units", "params",
+                                                     "dense_params"]},
+        # measured speed (structured: latency of the smaller model vs dense, same machine)
+        "speed": {"type": "object", "required": ["kind"]},
+        # model-level methods: what the method reports (removed units, the searched layout)
+        "method_report": {"type": "object"},
+    }, optional=("structure", "speed", "method_report")),
 }
 
 _VALIDATOR = jsonschema.Draft202012Validator(RUN_SCHEMA)

@@ -33,6 +33,14 @@ def prune_inputs(model: str, method: str) -> list[str]:
     return inputs
 
 
+def job_threads(method: str, pattern: str, default: int, cores: int) -> int:
+    """Model-level methods (gradients, search, training) and structured evaluations (latency is
+    timed, so nothing may run beside it) take every core; other jobs take `default`."""
+    if registry.get(method).kind == "model" or pattern.startswith("structured-"):
+        return cores
+    return default
+
+
 def prepare_inputs(model: str, zoo_path: str) -> list[str]:
     """A model trained here depends on its weights, which the `train_tiny` rule regenerates."""
     from bench.models import get_spec, load_zoo

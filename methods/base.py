@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -178,11 +180,30 @@ class LayerwiseMethod(Method):
         return [self.prune_layer(w, stats, pattern, name=n) for w, n in zip(weights, names)]
 
 
+@dataclass
+class ModelData:
+    """What a model-level method may read: the calibration ids and more text of the same corpus.
+
+    text_ids(n, seqlen, seed) -> [n, seqlen] token ids sampled from the calibration corpus with
+    a seed of the method's choosing (training and held-out fitness text; not the eval corpus).
+    """
+
+    calib_ids: torch.Tensor                                   # [n_samples, seqlen]
+    text_ids: Callable[[int, int, int], torch.Tensor]
+    work_dir: Path | None = None                              # caches a method may reuse
+
+
+@dataclass
+class ModelResult:
+    model: Any                     # the pruned model (may be a new, smaller object)
+    report: dict[str, Any]         # method-specific facts for the run JSON (JSON-serialisable)
+
+
 class ModelMethod(Method):
     """A method that needs the whole model (structured search, gradients, training)."""
 
     kind: ClassVar[str] = "model"
 
-    def prune_model(self, model: Any, adapter: Any, calib_ids: torch.Tensor | None,
-                    pattern: Pattern) -> dict[str, Any]:
+    def prune_model(self, model: Any, adapter: Any, data: ModelData,
+                    pattern: Pattern) -> ModelResult:
         raise NotImplementedError

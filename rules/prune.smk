@@ -17,7 +17,7 @@ rule prune:
         "logs/prune/{model}/{method}/{pattern}.log",
     benchmark:
         "work/benchmarks/prune/{model}/{method}/{pattern}.tsv"
-    threads: JOB_THREADS
+    threads: lambda wc: job_threads(wc.method, wc.pattern, JOB_THREADS, workflow.cores)
     resources:
         gpu=0,
     conda:
@@ -40,7 +40,7 @@ rule evaluate:
         "logs/evaluate/{model}/{method}/{pattern}.log",
     benchmark:
         "work/benchmarks/evaluate/{model}/{method}/{pattern}.tsv"
-    threads: JOB_THREADS
+    threads: lambda wc: job_threads(wc.method, wc.pattern, JOB_THREADS, workflow.cores)
     resources:
         gpu=0,
     conda:

@@ -1,0 +1,82 @@
+"""The structured-pruning parts of a run, kept out of the generic driver (bench.pipeline).
+
+Owns: the `ModelData` a model-level method receives (calibration ids plus seeded text of the
+calibration corpus), the structure record written at prune time (per-layer unit counts and
+parameter counts, dense and pruned), the structured sparsity measured on the saved weights at
+evaluation time (removed fraction of the structured-prunable parameters, per block and kind,
+checked against the pattern), and the latency comparison of the pruned model with its dense
+original on the same machine (`speed` in the run JSON).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench import data, models
+from bench.adapters import ArchAdapter
+from bench.packages import REPO_ROOT, work_dir
+from bench.structure import describe, structured_params
+from methods.base import ModelData, Pattern, PruneBenchError
+
+log = logging.getLogger(__name__)
+TOLERANCE = 0.02      # |achieved - target| allowed for structured patterns (unit granularity)
+
+
+def model_data(calib_ids: torch.Tensor | None, tok: Any, cfg: dict[str, Any]) -> ModelData:
+    """Calibration ids and a sampler of more text from the calibration corpus (seeded)."""
+    corpus_name = cfg["calibration"]["corpus"]
+    ids = calib_ids if calib_ids is not None else torch.empty(0, 0, dtype=torch.long)
+
+    def text_ids(n: int, seqlen: int, seed: int) -> torch.Tensor:
+        if seed == cfg["calibration"]["seed"]:
+            raise PruneBenchError("model data: use a seed other than the calibration seed for "
+                                  "extra text, or the 'extra' text repeats the calibration set")
+        return data.sample_calibration(tok, data.load_corpus(corpus_name), n, seqlen, seed)
+
+    return ModelData(calib_ids=ids, text_ids=text_ids, work_dir=work_dir())
+
+
+def structure_record(dense: dict[str, Any], model: nn.Module, adapter: ArchAdapter) -> dict[str, Any]:
+    return {"dense": dense, "pruned": describe(model, adapter)}
+
+
+def structured_sparsity(model: nn.Module, adapter: ArchAdapter, record: dict[str, Any],
+                        pattern: Pattern) -> dict[str, Any]:
+    """Removed fraction of the structured-prunable parameters, measured on the loaded weights."""
+    dense = record["dense"]
+    now = describe(model, adapter)
+    per_block = structured_params(model, adapter)
+    per_layer: dict[str, float] = {}
+    for i, (units_dense, units_now) in enumerate(zip(dense["layer_units"], now["layer_units"])):
+        for kind, n in units_dense.items():
+            per_layer[f"{adapter.blocks_path}.{i}.{kind}"] = 1.0 - units_now[kind] / n
+    achieved = 1.0 - now["structured_params"] / dense["structured_params"]
+    if abs(achieved - pattern.sparsity) > TOLERANCE:
+        raise PruneBenchError(f"structured model removed {achieved:.4f} of the structured "
+                              f"parameters, target {pattern.sparsity:.4f} ({pattern.slug})")
+    return {"achieved": achieved, "per_layer": per_layer, "prunable_params": dense["structured_params"],
+            "structure": {"dense_layer_units": dense["layer_units"], "layer_units": now["layer_units"],
+                          "dense_params": dense["total_params"], "params": now["total_params"],
+                          "dense_structured_params": dense["structured_params"],
+                          "structured_params": now["structured_params"],
+                          "blocks_params": sum(per_block.values())}}
+
+
+def latency(model: nn.Module, model_key: str, cfg: dict[str, Any], dtype: torch.dtype,
+            progress: bool) -> dict[str, Any] | None:
+    """Prefill tokens/s and decode ms/token of `model` vs the dense zoo model, interleaved."""
+    settings = cfg["evaluation"].get("latency")
+    if not settings:
+        return None
+    from bench import latency as lat
+
+    spec = models.get_spec(model_key, models.load_zoo(REPO_ROOT / cfg["zoo"]))
+    source = models.prepare(spec)
+    dense, _ = models.load_model(source if not isinstance(source, Path) else Path(source), dtype)
+    dense.to(next(model.parameters()).device)
+    out = lat.compare(dense, model, progress=progress, **settings)
+    return {"kind": "structured_latency", **out}
