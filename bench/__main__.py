@@ -1,4 +1,4 @@
-"""Command line: list | plan | prepare | calib | prune | evaluate | leaderboard | train.
+"""Command line: list | plan | prepare | calib | level-db | prune | evaluate | leaderboard | train.
 
 Owns argument parsing and turning PruneBench errors into one clear line (exit code 2). All
 work is done by importable functions (bench.pipeline, bench.leaderboard, bench.train).
@@ -93,6 +93,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
                      + f", sparsity={run['sparsity']['achieved']:.4f}\n")
 
 
+def _cmd_level_db(args: argparse.Namespace) -> None:
+    from bench.config import load_config
+    from bench.structured_run import build_level_db
+
+    path = build_level_db(args.model, load_config(args.config), Path(args.out) if args.out else None,
+                          progress=not args.quiet)
+    sys.stdout.write(f"{path}\n")
+
+
 def _cmd_leaderboard(args: argparse.Namespace) -> None:
     from bench.leaderboard import build_site
 
@@ -134,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", default=None)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=_cmd_evaluate)
+    s = sub.add_parser("level-db", help="DarwinLM's level database of a model (cached in work/)")
+    s.add_argument("--model", required=True)
+    s.add_argument("--config", default=None)
+    s.add_argument("--out", default=None, help="default work/darwinlm/MODEL.safetensors")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=_cmd_level_db)
     s = sub.add_parser("leaderboard", help="build the static site from results/")
     s.add_argument("--results", default="results")
     s.add_argument("--out", default="site/_build")

@@ -131,8 +131,8 @@ def prune(model_key: str, method_name: str, pattern_slug: str, out: Path,
     elif isinstance(method, ModelMethod):
         dense_structure = structure.describe(model, adapter)
         method.progress = progress
-        result = method.prune_model(model, adapter, structured_run.model_data(calib_ids, tok, cfg),
-                                    pattern)
+        mdata = structured_run.model_data(calib_ids, tok, cfg, model_key)
+        result = method.prune_model(model, adapter, mdata, pattern)
         model, engine_report = result.model, result.report
     prune_seconds = time.perf_counter() - t0
     info: dict[str, Any] = {

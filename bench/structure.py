@@ -107,17 +107,18 @@ def total_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def shrink(model: nn.Module, adapter: ArchAdapter,
-           keep: list[dict[str, torch.Tensor]]) -> nn.Module:
+def shrink(model: nn.Module, adapter: ArchAdapter, keep: list[dict[str, torch.Tensor]],
+           inplace: bool = False) -> nn.Module:
     """Remove every unit not in `keep` (per block: kind -> kept unit indices); return the model
-    rebuilt as its registered `prunebench_<arch>` class with per-layer widths in the config."""
+    rebuilt as its registered `prunebench_<arch>` class with per-layer widths in the config.
+    `model` is left untouched unless `inplace` (then it is consumed: sliced, not rebuilt)."""
     from bench import slim_models
 
     blocks = adapter.blocks(model)
     if len(keep) != len(blocks):
         raise PruneBenchError(f"keep lists {len(keep)} blocks, the model has {len(blocks)}")
     before = layer_units(model, adapter)
-    work = copy.deepcopy(model)
+    work = model if inplace else copy.deepcopy(model)
     for i, block in enumerate(adapter.blocks(work)):
         for c in adapter.coupled:
             if c.kind in keep[i]:

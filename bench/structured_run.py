@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 TOLERANCE = 0.02      # |achieved - target| allowed for structured patterns (unit granularity)
 
 
-def model_data(calib_ids: torch.Tensor | None, tok: Any, cfg: dict[str, Any]) -> ModelData:
+def model_data(calib_ids: torch.Tensor | None, tok: Any, cfg: dict[str, Any],
+               model_key: str) -> ModelData:
     """Calibration ids and a sampler of more text from the calibration corpus (seeded)."""
     corpus_name = cfg["calibration"]["corpus"]
     ids = calib_ids if calib_ids is not None else torch.empty(0, 0, dtype=torch.long)
@@ -37,7 +38,28 @@ def model_data(calib_ids: torch.Tensor | None, tok: Any, cfg: dict[str, Any]) ->
                                   "extra text, or the 'extra' text repeats the calibration set")
         return data.sample_calibration(tok, data.load_corpus(corpus_name), n, seqlen, seed)
 
-    return ModelData(calib_ids=ids, text_ids=text_ids, work_dir=work_dir())
+    return ModelData(calib_ids=ids, text_ids=text_ids, work_dir=work_dir(), model_key=model_key)
+
+
+def level_db_path(model_key: str) -> Path:
+    return work_dir() / "darwinlm" / f"{model_key}.safetensors"
+
+
+def build_level_db(model_key: str, cfg: dict[str, Any], out: Path | None = None,
+                   progress: bool = True) -> Path:
+    """DarwinLM's level database of a zoo model on its calibration ids (bench.level_db)."""
+    from bench import level_db
+    from bench.adapters import adapter_for
+    from bench.pipeline import DTYPES, load_calibration_for
+    from methods import registry
+
+    percdamp = registry.create("darwinlm", cfg["methods"].get("darwinlm", {})).params.percdamp
+    spec = models.get_spec(model_key, models.load_zoo(REPO_ROOT / cfg["zoo"]))
+    ids, _ = load_calibration_for(model_key, cfg, None)
+    model, _ = models.load_model(models.prepare(spec), DTYPES[cfg["engine"]["dtype"]])
+    out = Path(out) if out else level_db_path(model_key)
+    level_db.load_or_build(out, model, adapter_for(model), ids, percdamp, progress)
+    return out
 
 
 def structure_record(dense: dict[str, Any], model: nn.Module, adapter: ArchAdapter) -> dict[str, Any]:

@@ -28,8 +28,10 @@ def write_effective_config(cfg: dict[str, Any], work: str = "work") -> str:
 
 def prune_inputs(model: str, method: str) -> list[str]:
     inputs = [f"work/prepared/{model}.json"]
-    if registry.get(method).capabilities.needs_calibration:
+    cls = registry.get(method)
+    if cls.capabilities.needs_calibration:
         inputs.append(f"work/calib/{model}.safetensors")
+    inputs += [p.format(model=model) for p in getattr(cls, "cache_inputs", ())]
     return inputs
 
 

@@ -145,6 +145,8 @@ class Method:
     Params: ClassVar[type] = NoParams
     description: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    # files (templates with {model}) a workflow must build before this method's prune job
+    cache_inputs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         self.params = make_params(self.Params, params, self.name)
@@ -191,6 +193,7 @@ class ModelData:
     calib_ids: torch.Tensor                                   # [n_samples, seqlen]
     text_ids: Callable[[int, int, int], torch.Tensor]
     work_dir: Path | None = None                              # caches a method may reuse
+    model_key: str = "model"                                  # names those caches
 
 
 @dataclass

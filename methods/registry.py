@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "prunebench.methods"
 BUILTIN_MODULES = ("methods.dense", "methods.magnitude", "methods.wanda", "methods.sparsegpt",
-                   "methods.apt", "methods.llm_pruner")
+                   "methods.apt", "methods.llm_pruner", "methods.darwinlm")
 
 _REGISTRY: dict[str, type[Method]] = {}
 _PLUGIN_ERRORS: dict[str, str] = {}

@@ -58,3 +58,26 @@ rule calib:
     shell:
         "{params.py} -m bench calib --model {wildcards.model} --config {params.config} "
         "--out {output} > {log} 2>&1"
+
+
+rule level_db:
+    # DarwinLM's level database: consumer Hessians + OBS removal orders, once per model
+    input:
+        "work/prepared/{model}.json",
+        "work/calib/{model}.safetensors",
+    output:
+        "work/darwinlm/{model}.safetensors",
+    params:
+        py=PY,
+        config=CONFIG_JSON,
+        percdamp=json.dumps(CFG["methods"].get("darwinlm", {}).get("percdamp", 0.01)),
+    log:
+        "logs/level_db/{model}.log",
+    benchmark:
+        "work/benchmarks/level_db/{model}.tsv"
+    threads: workflow.cores
+    conda:
+        "envs/prunebench.yaml"
+    shell:
+        "{params.py} -m bench level-db --model {wildcards.model} --config {params.config} "
+        "--out {output} --quiet > {log} 2>&1"
