@@ -82,6 +82,12 @@ def flat_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "prune_seconds": run["cost"]["prune_seconds"], "eval_seconds": run["cost"]["eval_seconds"],
             "peak_rss_mb": run["cost"]["peak_rss_mb"], "device": run["cost"]["device"],
             "git_commit": run["code"]["git_commit"], "created_at": run["created_at"],
+            # measured speedup vs dense: structured runs' prefill / decode latency on the same
+            # machine; None where nothing was measured (layer-wise runs on CPU)
+            "speedup_kind": (run.get("speed") or {}).get("kind"),
+            "speedup_prefill": (run.get("speed") or {}).get("prefill_speedup"),
+            "speedup_decode": (run.get("speed") or {}).get("decode_speedup"),
+            "speed_device": ((run.get("speed") or {}).get("dense") or {}).get("settings", {}).get("device"),
         }
         rows.append(row)
     return rows
@@ -112,6 +118,10 @@ def _cell_row(row: dict[str, Any], metrics: list[str], is_ref: bool) -> dict[str
         "worse": bool(d_abs and d_abs > 0 and not is_ref),
         "extra": [_fmt_num(row.get(m), 4) for m in metrics],
         "prune_seconds": _fmt_num(row["prune_seconds"], 1),
+        "speedup": "–" if row["speedup_prefill"] is None else
+                   f"{row['speedup_prefill']:.2f}x / {row['speedup_decode']:.2f}x",
+        "speedup_note": "" if row["speedup_prefill"] is None else
+                        f"prefill tokens/s and decode ms/token vs dense on {row['speed_device']}",
     }
 
 
