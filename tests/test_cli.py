@@ -74,3 +74,28 @@ def test_prune_then_evaluate_end_to_end(tmp_path) -> None:
     assert run["metrics"]["ppl/wiki"] > 1 and torch.isfinite(torch.tensor(run["metrics"]["ppl/wiki"]))
     assert run["metrics_meta"]["ppl/wiki"]["bos"] is False
     assert run["calibration"]["sha256"] == info["calibration"]["sha256"]
+
+
+@pytest.mark.parametrize("method", ["llm_pruner", "darwinlm"])
+def test_structured_prune_then_evaluate(tmp_path, method: str) -> None:
+    """A structured run: a smaller checkpoint that plain from_pretrained reloads (after
+    register(); identical logits: tests/test_structure.py), and a run JSON with structure,
+    speed and the method's report."""
+    from bench.pipeline import evaluate, prune
+    from bench.slim_models import register
+
+    ckpt = tmp_path / "ckpt"
+    info = prune("tiny-llama", method, "structured-20", ckpt, SMOKE, progress=False)
+    register()
+    model = transformers.AutoModelForCausalLM.from_pretrained(ckpt)
+    assert model.config.model_type == "prunebench_llama"
+    pruned = info["structure"]["pruned"]
+    assert model.config.layer_units == pruned["layer_units"]
+    assert sum(p.numel() for p in model.parameters()) == pruned["total_params"] \
+        < info["structure"]["dense"]["total_params"]
+    path, run = evaluate(ckpt, tmp_path / "run.json", SMOKE, progress=False)
+    again = load_run(path)
+    assert abs(again["sparsity"]["achieved"] - 0.2) <= 0.02
+    assert again["structure"]["layer_units"] == pruned["layer_units"]
+    assert again["speed"]["kind"] == "structured_latency" and again["speed"]["decode_speedup"] > 0
+    assert again["method_report"] == info["cost"]["engine"]
