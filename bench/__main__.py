@@ -1,4 +1,5 @@
-"""Command line: list | plan | prepare | calib | level-db | prune | evaluate | leaderboard | train.
+"""Command line: list | plan | prepare | calib | level-db | prune | zeroshot | evaluate | leaderboard |
+train.
 
 Owns argument parsing and turning PruneBench errors into one clear line (exit code 2). All
 work is done by importable functions (bench.pipeline, bench.leaderboard, bench.train).
@@ -88,8 +89,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from bench.pipeline import evaluate
 
     path, run = evaluate(Path(args.checkpoint), Path(args.out) if args.out else None, args.config,
-                         progress=not args.quiet)
-    sys.stdout.write(f"{path}: " + ", ".join(f"{k}={v:.4g}" for k, v in run["metrics"].items())
+                         progress=not args.quiet, zeroshot=Path(args.zeroshot) if args.zeroshot else None)
+    shown = {k: v for k, v in run["metrics"].items()          # per-task zero-shot: in the JSON
+             if not k.startswith("zeroshot/") or k.startswith("zeroshot/average/")}
+    sys.stdout.write(f"{path}: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items() if v is not None)
                      + f", sparsity={run['sparsity']['achieved']:.4f}\n")
 
 
@@ -100,6 +103,15 @@ def _cmd_level_db(args: argparse.Namespace) -> None:
     path = build_level_db(args.model, load_config(args.config), Path(args.out) if args.out else None,
                           progress=not args.quiet)
     sys.stdout.write(f"{path}\n")
+
+
+def _cmd_zeroshot(args: argparse.Namespace) -> None:
+    from bench.zeroshot import evaluate_checkpoint
+
+    record = evaluate_checkpoint(Path(args.checkpoint), Path(args.out), args.config)
+    avg = {k: v for k, v in record["metrics"].items() if k.startswith("zeroshot/average/")}
+    sys.stdout.write(f"{args.out}: " + ", ".join(f"{k}={v:.4f}" for k, v in avg.items()
+                                                  if v is not None) + "\n")
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> None:
@@ -142,7 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="default results/runs/MODEL/METHOD/PATTERN.json")
     s.add_argument("--config", default=None)
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--zeroshot", default=None, help="zero-shot results of this checkpoint to merge")
     s.set_defaults(fn=_cmd_evaluate)
+    s = sub.add_parser("zeroshot", help="zero-shot accuracy of a pruned checkpoint (lm-eval)")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--config", default=None)
+    s.set_defaults(fn=_cmd_zeroshot)
     s = sub.add_parser("level-db", help="DarwinLM's level database of a model (cached in work/)")
     s.add_argument("--model", required=True)
     s.add_argument("--config", default=None)

@@ -181,9 +181,21 @@ def read_prune_json(checkpoint: Path) -> dict[str, Any]:
         raise PruneBenchError(f"corrupt {path}: {exc}") from None
 
 
+def _merge_zeroshot(path: Path, info: dict[str, Any], run: dict[str, Any]) -> None:
+    """Add the zero-shot metrics of `python -m bench zeroshot` (same checkpoint) to the run."""
+    record = json.loads(Path(path).read_text())
+    mine = {"model": info["model"]["key"], "method": info["method"]["name"],
+            "pattern": info["pattern"]["slug"], "created_at": info["created_at"]}
+    if record.get("run") != mine:
+        raise PruneBenchError(f"{path} holds zero-shot results of another run ({record.get('run')})")
+    run["metrics"].update(record["metrics"])
+    run["metrics_meta"]["zeroshot"] = record["meta"]
+
+
 def evaluate(checkpoint: Path, out: Path | None = None, config: str | Path | dict | None = None,
-             progress: bool = True) -> tuple[Path, dict[str, Any]]:
-    """Measure sparsity on the saved weights and perplexity; write the run JSON atomically."""
+             progress: bool = True, zeroshot: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """Measure sparsity on the saved weights and perplexity (plus the zero-shot results of
+    `zeroshot`, when given); write the run JSON atomically."""
     cfg = load_config(config)
     _setup(cfg, progress)
     info = read_prune_json(checkpoint)
@@ -237,6 +249,8 @@ def evaluate(checkpoint: Path, out: Path | None = None, config: str | Path | dic
         "created_at": info["created_at"],
         **extra,
     }
+    if zeroshot is not None:
+        _merge_zeroshot(Path(zeroshot), info, run)
     if out is None:
         out = results.run_path(Path(cfg["results_dir"]), info["model"]["key"], info["method"]["name"],
                                pattern.slug)

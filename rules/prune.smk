@@ -27,15 +27,42 @@ rule prune:
         "--pattern {wildcards.pattern} --out {output} --config {params.config} --quiet > {log} 2>&1"
 
 
-rule evaluate:
+rule zeroshot:
+    # zero-shot accuracy (lm-eval) of the pruned checkpoint; only when the config asks for it
     input:
         "work/pruned/{model}/{method}/{pattern}",
+    output:
+        "work/zeroshot/{model}/{method}/{pattern}.json",
+    params:
+        py=PY,
+        config=CONFIG_JSON,
+        protocol=json.dumps(CFG["evaluation"].get("zeroshot"), sort_keys=True),
+    log:
+        "logs/zeroshot/{model}/{method}/{pattern}.log",
+    benchmark:
+        "work/benchmarks/zeroshot/{model}/{method}/{pattern}.tsv"
+    threads: workflow.cores
+    resources:
+        gpu=0,
+    conda:
+        "envs/prunebench.yaml"
+    shell:
+        "{params.py} -m bench zeroshot --checkpoint {input} --out {output} "
+        "--config {params.config} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        ckpt="work/pruned/{model}/{method}/{pattern}",
+        zeroshot=lambda wc: ([f"work/zeroshot/{wc.model}/{wc.method}/{wc.pattern}.json"]
+                             if CFG["evaluation"].get("zeroshot") else []),
     output:
         f"{RESULTS}/runs/{{model}}/{{method}}/{{pattern}}.json",
     params:
         py=PY,
         config=CONFIG_JSON,
         protocol=json.dumps(CFG["evaluation"], sort_keys=True),
+        zeroshot=lambda wc, input: f"--zeroshot {input.zeroshot[0]}" if input.zeroshot else "",
     log:
         "logs/evaluate/{model}/{method}/{pattern}.log",
     benchmark:
@@ -46,5 +73,5 @@ rule evaluate:
     conda:
         "envs/prunebench.yaml"
     shell:
-        "{params.py} -m bench evaluate --checkpoint {input} --out {output} "
-        "--config {params.config} --quiet > {log} 2>&1"
+        "{params.py} -m bench evaluate --checkpoint {input.ckpt} --out {output} "
+        "--config {params.config} --quiet {params.zeroshot} > {log} 2>&1"

