@@ -74,9 +74,12 @@ def evaluate(model: Any, tok: Any, zcfg: dict[str, Any]) -> tuple[dict[str, floa
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
+    from bench.zeroshot_lm import PrefixSharingLM
+
     tm, ids = plan(zcfg)
-    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=zcfg.get("batch_size", 16),
-              max_length=zcfg.get("max_length"))
+    cls = PrefixSharingLM if zcfg.get("share_contexts", True) else HFLM
+    lm = cls(pretrained=model, tokenizer=tok, batch_size=zcfg.get("batch_size", 16),
+             max_length=zcfg.get("max_length"))
     t0 = time.perf_counter()
     out = simple_evaluate(model=lm, tasks=list(ids), task_manager=tm, samples=ids,
                           log_samples=False, random_seed=0,
@@ -98,7 +101,8 @@ def evaluate(model: Any, tok: Any, zcfg: dict[str, Any]) -> tuple[dict[str, floa
     for m in METRICS:
         vals = [metrics[f"zeroshot/{t}/{m}"] for t in zcfg["tasks"]]
         metrics[f"zeroshot/average/{m}"] = None if None in vals else sum(vals) / len(vals)
-    meta = {"lm_eval": lm_eval.__version__, "source": source, "limit": zcfg.get("limit"),
+    meta = {"lm_eval": lm_eval.__version__, "lm": cls.__name__, "source": source,
+            "limit": zcfg.get("limit"),
             "seed": zcfg.get("seed", 0), "batch_size": zcfg.get("batch_size", 16),
             "num_fewshot": 0, "seconds": seconds, "tasks": per_task}
     log.info("zero-shot: average acc %s, acc_norm %s in %.0fs", metrics["zeroshot/average/acc"],

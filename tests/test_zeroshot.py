@@ -85,3 +85,24 @@ def test_equals_the_lm_eval_command_line(tmp_path) -> None:
     for task in cfg["tasks"]:
         for m in ("acc", "acc_norm"):
             assert found[f"pb_{task}"][f"{m},none"] == pytest.approx(ours[f"zeroshot/{task}/{m}"])
+
+
+def test_shared_contexts_give_lm_evals_loglikelihoods(arch: str) -> None:
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoTokenizer
+
+    from bench.zeroshot_lm import PrefixSharingLM
+
+    tok = AutoTokenizer.from_pretrained(REPO_ROOT / "zoo" / "opt-tiny")
+    model = tiny_model(arch)
+    model.resize_token_embeddings(len(tok))
+    docs = {"Question: what is the capital of France?\nAnswer:": [" Paris", " London is big",
+                                                                    " a much longer answer here"],
+            "The cat sat on the": [" mat", " dog"], "A man is on a roof. He": [" rips shingles off"]}
+    reqs = [Instance("loglikelihood", {}, (c, k), 0) for c, ks in docs.items() for k in ks]
+    ref = HFLM(pretrained=model, tokenizer=tok, batch_size=4).loglikelihood(reqs, disable_tqdm=True)
+    got = PrefixSharingLM(pretrained=model, tokenizer=tok, batch_size=4).loglikelihood(
+        reqs, disable_tqdm=True)
+    for (a, ga), (b, gb) in zip(ref, got):
+        assert b == pytest.approx(a, abs=1e-4) and ga == gb
