@@ -60,6 +60,16 @@ def metric_names(runs: list[dict[str, Any]]) -> list[str]:
     return sorted({m for r in runs for m in r["metrics"]})
 
 
+def table_metrics(runs: list[dict[str, Any]]) -> list[str]:
+    """Metric columns of the per-pattern tables: zero-shot average first, then each task's acc
+    (acc_norm and every stderr stay in the CSV / JSON downloads and the run pages)."""
+    names = metric_names(runs)
+    avg = [m for m in names if m.startswith("zeroshot/average/")]
+    tasks = [m for m in names if m.startswith("zeroshot/") and m.endswith("/acc") and m not in avg]
+    other = [m for m in names if not m.startswith("zeroshot/")]
+    return other + avg + tasks
+
+
 def flat_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One flat dict per run (sorted by model, method, pattern): the downloadable table."""
     dense, names = _dense_runs(runs), metric_names(runs)
@@ -190,7 +200,7 @@ def build_site(results_dir: Path, out_dir: Path) -> Path:
     rows = flat_rows(runs)
     csv = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["model", "method", "pattern"])
     files = {
-        "index.html": _render(build_tables(rows, metric_names(runs)), rows),
+        "index.html": _render(build_tables(rows, table_metrics(runs)), rows),
         "runs.json": json.dumps(rows, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n",
         "runs.csv": csv.to_csv(index=False, lineterminator="\n"),
     }

@@ -77,7 +77,7 @@ def evaluate(model: Any, tok: Any, zcfg: dict[str, Any]) -> tuple[dict[str, floa
     from bench.zeroshot_lm import PrefixSharingLM
 
     tm, ids = plan(zcfg)
-    cls = PrefixSharingLM if zcfg.get("share_contexts", True) else HFLM
+    cls = PrefixSharingLM if zcfg.get("share_contexts", False) else HFLM
     lm = cls(pretrained=model, tokenizer=tok, batch_size=zcfg.get("batch_size", 16),
              max_length=zcfg.get("max_length"))
     t0 = time.perf_counter()

@@ -44,6 +44,8 @@ def test_smoke_grid_end_to_end(tmp_path: Path) -> None:
         else:
             assert abs(data["sparsity"]["achieved"] - pattern.sparsity) < 0.01
         assert data["metrics"]["ppl/wiki"] > 1
+        assert 0 <= data["metrics"]["zeroshot/average/acc"] <= 1     # rule zeroshot, merged
+        assert data["metrics_meta"]["zeroshot"]["tasks"]["arc_easy"]["n"] == 4
         assert f"{data['metrics']['ppl/wiki']:.2f}" in html or f"{data['metrics']['ppl/wiki']:,.2f}" in html
     # temp checkpoints are gone; a second run has nothing to do
     assert not any((tmp_path / "work" / "pruned").rglob("*.safetensors"))
