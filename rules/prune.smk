@@ -44,6 +44,9 @@ rule zeroshot:
     threads: workflow.cores
     resources:
         gpu=0,
+    # finish a run (zeroshot, evaluate) before pruning the next: an interrupted grid leaves
+    # whole runs behind, not a pile of temporary checkpoints
+    priority: 10
     conda:
         "envs/prunebench.yaml"
     shell:
@@ -68,6 +71,7 @@ rule evaluate:
     benchmark:
         "work/benchmarks/evaluate/{model}/{method}/{pattern}.tsv"
     threads: lambda wc: job_threads(wc.method, wc.pattern, JOB_THREADS, workflow.cores)
+    priority: 20
     resources:
         gpu=0,
     conda:
