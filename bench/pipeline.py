@@ -61,6 +61,26 @@ def calib_path(model_key: str) -> Path:
     return work_dir() / "calib" / f"{model_key}.safetensors"
 
 
+def tokenizer_digest(tok: Any) -> str:
+    """sha256 of a tokenizer's full definition: calibration ids are only valid for this one."""
+    import hashlib
+
+    backend = getattr(tok, "backend_tokenizer", None)
+    blob = backend.to_str() if backend is not None else json.dumps(tok.get_vocab(), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _calibration_identity(model_key: str, cfg: dict[str, Any]) -> dict[str, str]:
+    """What a calibration file must match: the protocol and the model's current tokenizer."""
+    from transformers import AutoTokenizer
+
+    spec = models.get_spec(model_key, models.load_zoo(REPO_ROOT / cfg["zoo"]))
+    c = cfg["calibration"]
+    return {"model": model_key, "corpus": c["corpus"], "n_samples": str(c["n_samples"]),
+            "seqlen": str(c["seqlen"]), "seed": str(c["seed"]),
+            "tokenizer_sha256": tokenizer_digest(AutoTokenizer.from_pretrained(models.prepare(spec)))}
+
+
 def make_calibration(model_key: str, cfg: dict[str, Any], out: Path | None = None) -> Path:
     """Sample the model's calibration ids (seeded) and save them once: work/calib/{model}.safetensors."""
     spec = models.get_spec(model_key, models.load_zoo(REPO_ROOT / cfg["zoo"]))
@@ -73,7 +93,7 @@ def make_calibration(model_key: str, cfg: dict[str, Any], out: Path | None = Non
     ids = data.sample_calibration(tok, corpus, c["n_samples"], c["seqlen"], c["seed"])
     meta = {"model": model_key, "corpus": c["corpus"], "corpus_sha256": corpus.sha256,
             "n_samples": str(c["n_samples"]), "seqlen": str(c["seqlen"]), "seed": str(c["seed"]),
-            "sha256": data.token_ids_sha256(ids)}
+            "sha256": data.token_ids_sha256(ids), "tokenizer_sha256": tokenizer_digest(tok)}
     data.save_calibration(out, ids, meta)
     log.info("calibration %s: %s tokens, sha256 %s", out, ids.numel(), meta["sha256"][:12])
     return out
@@ -88,6 +108,17 @@ def load_calibration_for(model_key: str, cfg: dict[str, Any],
             raise PruneBenchError(f"calibration file not found: {path}")
         make_calibration(model_key, cfg, path)
     ids, meta = data.load_calibration(path)
+    want = _calibration_identity(model_key, cfg)
+    stale = {k: (meta.get(k), v) for k, v in want.items() if k != "model" and meta.get(k) != v}
+    if stale and path == calib_path(model_key):
+        # a cached file from another protocol or an older tokenizer (a retrained zoo model):
+        # its ids would be another vocabulary's, so sample again
+        log.warning("calibration %s is stale (%s); sampling again", path, ", ".join(sorted(stale)))
+        make_calibration(model_key, cfg, path)
+        ids, meta = data.load_calibration(path)
+    elif stale:
+        raise PruneBenchError(f"calibration file {path} does not match this model/protocol: "
+                              f"{', '.join(sorted(stale))} differ")
     c = cfg["calibration"]
     if meta.get("model", model_key) != model_key:
         raise PruneBenchError(f"calibration file {path} was made for model '{meta.get('model')}'")
