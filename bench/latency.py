@@ -35,7 +35,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _cache_kwarg(model: torch.nn.Module) -> str:
+def cache_kwarg(model: torch.nn.Module) -> str:
     """Name of the forward argument that takes the cache: Mamba uses `cache_params`."""
     params = inspect.signature(model.forward).parameters
     return "cache_params" if "cache_params" in params else "past_key_values"
@@ -52,7 +52,7 @@ def _run_once(model: torch.nn.Module, ids: torch.Tensor, decode_tokens: int,
 
     Returns (prefill seconds, decode seconds, last-position logits [batch, vocab] of the prefill and
     of every decode step when keep_logits, else [])."""
-    device, key = ids.device, _cache_kwarg(model)
+    device, key = ids.device, cache_kwarg(model)
     kept: list[torch.Tensor] = []
     with torch.inference_mode():
         _sync(device)

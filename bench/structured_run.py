@@ -98,7 +98,7 @@ def latency(model: nn.Module, model_key: str, cfg: dict[str, Any], dtype: torch.
 
     spec = models.get_spec(model_key, models.load_zoo(REPO_ROOT / cfg["zoo"]))
     source = models.prepare(spec)
-    dense, _ = models.load_model(source if not isinstance(source, Path) else Path(source), dtype)
+    dense, _ = models.load_model(source, dtype)
     dense.to(next(model.parameters()).device)
     out = lat.compare(dense, model, progress=progress, **settings)
     return {"kind": "structured_latency", **out}

@@ -23,12 +23,11 @@ from typing import Any
 log = logging.getLogger(__name__)
 TASK_DIR = Path(__file__).resolve().parent / "tasks"
 TASKS = ("arc_easy", "arc_challenge", "boolq", "hellaswag", "openbookqa", "piqa", "winogrande", "rte")
-BUILTIN = {"boolq": "boolq", "rte": "rte"}      # hub names equal ours without the pb_ prefix
 METRICS = ("acc", "acc_norm")
 
 
 def task_name(task: str, source: str) -> str:
-    return f"pb_{task}" if source == "offline" else BUILTIN.get(task, task)
+    return f"pb_{task}" if source == "offline" else task    # hub: lm-eval's built-in name
 
 
 def subset(n_docs: int, limit: int | None, seed: int, task: str) -> list[int]:

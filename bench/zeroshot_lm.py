@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
 from tqdm.auto import tqdm
 
+from bench.latency import cache_kwarg
+
 log = logging.getLogger(__name__)
 Request = tuple[tuple[str, str], list[int], list[int]]
 
@@ -30,13 +32,9 @@ Request = tuple[tuple[str, str], list[int], list[int]]
 class PrefixSharingLM(HFLM):
     """HFLM whose loglikelihood encodes each distinct context once (see the module docstring)."""
 
-    def _cache_kwarg(self) -> str:
-        fwd = type(self.model).forward
-        return "cache_params" if "cache_params" in fwd.__code__.co_varnames else "past_key_values"
-
     @torch.no_grad()
     def _score_group(self, ctx: list[int], conts: list[list[int]]) -> list[tuple[float, bool]]:
-        key = self._cache_kwarg()
+        key = cache_kwarg(self.model)
         ids = torch.tensor([ctx], device=self.device)                           # [1, Lc]
         out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
         first = F.log_softmax(out.logits[0, -1].float(), dim=-1)                # [V]: cont[0]
@@ -64,7 +62,7 @@ class PrefixSharingLM(HFLM):
 
     def _loglikelihood_tokens(self, requests: list[Request], disable_tqdm: bool = False,
                               override_bs: int | None = None) -> list[tuple[float, bool]]:
-        if self.backend != "causal" or self._cache_kwarg() == "cache_params":
+        if self.backend != "causal" or cache_kwarg(self.model) == "cache_params":
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         long: list[int] = []
