@@ -9,6 +9,7 @@
 #   work/calib/{model}.safetensors              calibration token ids, shared by every method
 #   work/pruned/{model}/{method}/{pattern}/     pruned checkpoint (temp unless keep_checkpoints)
 #   {results_dir}/runs/{model}/{method}/{pattern}.json   one versioned run JSON (committed)
+#   {results_dir}/speed/{target}.json           2:4 kernel speed of a model / paper config (GPU)
 #   {site_dir}/index.html                       the leaderboard (a pure function of results/)
 #   logs/, work/benchmarks/                     per-job logs and Snakemake benchmarks
 # The config is validated against config/schema.yaml before any job runs; combinations a
@@ -20,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 from bench.config import load_config, plan  # noqa: E402
+from bench.speed_run import targets as speed_targets  # noqa: E402
+from bench.speed_shapes import PAPER_CONFIGS  # noqa: E402
 from bench.workflow import (  # noqa: E402
     job_threads, prepare_inputs, prune_inputs, train_recipe, write_effective_config)
 
@@ -40,14 +43,17 @@ PY = sys.executable
 # CPU jobs take every core unless the config pins engine.threads (tiny models: 1 -> parallel jobs)
 JOB_THREADS = min(CFG["engine"]["threads"] or workflow.cores, workflow.cores)
 RUN_FILES = [f"{RESULTS}/runs/{r.model}/{r.method}/{r.pattern}.json" for r in RUNS]
+SPEED_FILES = [f"{RESULTS}/speed/{t}.json" for t in speed_targets(CFG)]
 
 include: "rules/data.smk"
 include: "rules/prune.smk"
+include: "rules/speed.smk"
 include: "rules/leaderboard.smk"
 
 
 rule all:
     input:
         RUN_FILES,
+        SPEED_FILES,
         f"{SITE}/index.html",
     default_target: True

@@ -114,6 +114,17 @@ def _cmd_zeroshot(args: argparse.Namespace) -> None:
                                                   if v is not None) + "\n")
 
 
+def _cmd_speed(args: argparse.Namespace) -> None:
+    from bench.config import load_config
+    from bench.speed_run import run_target
+
+    record = run_target(args.target, load_config(args.config), Path(args.out) if args.out else None,
+                        progress=not args.quiet)
+    what = (f"{len(record['layers'])} layer cells, {len(record['e2e'])} end-to-end"
+            if record["status"] == "measured" else "no figures")
+    sys.stdout.write(f"{args.target}: {record['reason'] or record['status']} ({what})\n")
+
+
 def _cmd_leaderboard(args: argparse.Namespace) -> None:
     from bench.leaderboard import build_site
 
@@ -167,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="default work/darwinlm/MODEL.safetensors")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=_cmd_level_db)
+    s = sub.add_parser("speed", help="2:4 kernel speed of a model or paper-scale config (GPU)")
+    s.add_argument("--target", required=True, help="a grid model or a paper config (llama-2-7b, ...)")
+    s.add_argument("--config", default=None)
+    s.add_argument("--out", default=None, help="default results/speed/TARGET.json")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=_cmd_speed)
     s = sub.add_parser("leaderboard", help="build the static site from results/")
     s.add_argument("--results", default="results")
     s.add_argument("--out", default="site/_build")

@@ -1,8 +1,9 @@
-"""results/ -> a static, offline leaderboard site (a pure, deterministic function of the runs).
+"""results/ -> a static, offline leaderboard site (a pure, deterministic function of results/).
 
 Owns: flattening runs into one table (`flat_rows`: runs.json / runs.csv), grouping it into
 one table per model x pattern with the dense baseline on top and the delta to it, rendering
-site/templates/index.html.j2 (jinja2, autoescaped) with site/static/ copied alongside, and
+site/templates/index.html.j2 (jinja2, autoescaped) with site/static/ and the 2:4 speed records
+(results/speed, linked from 2:4 runs: bench/speed_table.py) copied alongside, and
 writing the build directory atomically (DIR.tmp, then rename). Same results, same bytes.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Sequence
 
 from bench.packages import REPO_ROOT
 from bench.results import SCHEMA_VERSION, load_all
+from bench.speed_table import load_speed, run_speed, speed_sections
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,11 @@ def table_metrics(runs: list[dict[str, Any]]) -> list[str]:
     return other + avg + tasks
 
 
-def flat_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One flat dict per run (sorted by model, method, pattern): the downloadable table."""
+def flat_rows(runs: list[dict[str, Any]],
+              speed: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One flat dict per run (sorted by model, method, pattern): the downloadable table.
+
+    `speed` (results/speed records by target) supplies 2:4 runs' kernel speedup or "no GPU"."""
     dense, names = _dense_runs(runs), metric_names(runs)
     rows = []
     for run in sorted(runs, key=_key):
@@ -98,7 +103,9 @@ def flat_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "speedup_prefill": (run.get("speed") or {}).get("prefill_speedup"),
             "speedup_decode": (run.get("speed") or {}).get("decode_speedup"),
             "speed_device": ((run.get("speed") or {}).get("dense") or {}).get("settings", {}).get("device"),
+            "speed_file": None, "speed_status": None, "speed_reason": None,
         }
+        row.update(run_speed(model["key"], pattern["slug"], speed or {}))
         rows.append(row)
     return rows
 
@@ -128,10 +135,12 @@ def _cell_row(row: dict[str, Any], metrics: list[str], is_ref: bool) -> dict[str
         "worse": bool(d_abs and d_abs > 0 and not is_ref),
         "extra": [_fmt_num(row.get(m), 4) for m in metrics],
         "prune_seconds": _fmt_num(row["prune_seconds"], 1),
-        "speedup": "–" if row["speedup_prefill"] is None else
-                   f"{row['speedup_prefill']:.2f}x / {row['speedup_decode']:.2f}x",
-        "speedup_note": "" if row["speedup_prefill"] is None else
-                        f"prefill tokens/s and decode ms/token vs dense on {row['speed_device']}",
+        "speedup": (f"{row['speedup_prefill']:.2f}x / {row['speedup_decode']:.2f}x"
+                    if row["speedup_prefill"] is not None else
+                    "no GPU" if row["speed_status"] == "no GPU" else "–"),
+        "speedup_note": (f"prefill tokens/s and decode ms/token vs dense on {row['speed_device']}"
+                         if row["speedup_prefill"] is not None else row["speed_reason"] or ""),
+        "speed_file": row["speed_file"],
     }
 
 
@@ -160,7 +169,8 @@ def build_tables(rows: list[dict[str, Any]], metric_cols: list[str]) -> list[dic
     return models
 
 
-def _render(models: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
+def _render(models: list[dict[str, Any]], rows: list[dict[str, Any]],
+            speed: list[dict[str, Any]]) -> str:
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(SITE_DIR / "templates")),
@@ -168,7 +178,8 @@ def _render(models: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
     newest = max((r["created_at"] for r in rows), default=None)
     return env.get_template("index.html.j2").render(
-        models=models, n_runs=len(rows), newest=newest, primary=PRIMARY, schema_version=SCHEMA_VERSION)
+        models=models, n_runs=len(rows), newest=newest, primary=PRIMARY,
+        schema_version=SCHEMA_VERSION, speed=speed)
 
 
 def _write_tree(out_dir: Path, files: dict[str, str]) -> None:
@@ -179,6 +190,7 @@ def _write_tree(out_dir: Path, files: dict[str, str]) -> None:
     try:
         shutil.copytree(SITE_DIR / "static", tmp / "static")
         for rel, text in sorted(files.items()):
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_text(text, encoding="utf-8")
         old = out_dir.with_name(out_dir.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -197,10 +209,12 @@ def build_site(results_dir: Path, out_dir: Path) -> Path:
     runs = load_all(Path(results_dir))
     if not runs:
         log.warning("no runs under %s/runs: the leaderboard will be empty", results_dir)
-    rows = flat_rows(runs)
+    speed = load_speed(Path(results_dir))
+    rows = flat_rows(runs, speed)
     csv = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["model", "method", "pattern"])
     files = {
-        "index.html": _render(build_tables(rows, table_metrics(runs)), rows),
+        "index.html": _render(build_tables(rows, table_metrics(runs)), rows, speed_sections(speed)),
+        **{f"speed/{t}.json": json.dumps(r, indent=1, sort_keys=True) + "\n" for t, r in speed.items()},
         "runs.json": json.dumps(rows, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n",
         "runs.csv": csv.to_csv(index=False, lineterminator="\n"),
     }

@@ -1,9 +1,10 @@
-# The leaderboard: a pure function of the run JSONs under the results directory.
+# The leaderboard: a pure function of the run and speed JSONs under the results directory.
 
 
 rule site:
     input:
         RUN_FILES,
+        SPEED_FILES,
     output:
         f"{SITE}/index.html",
     params:

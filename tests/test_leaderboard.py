@@ -102,3 +102,51 @@ def test_empty_results(tmp_path: Path) -> None:
     out = build_site(tmp_path / "nothing", tmp_path / "out")
     assert "No runs yet" in out.read_text()
     assert json.loads((tmp_path / "out" / "runs.json").read_text()) == []
+
+
+def _speed_record(target: str, status: str, **extra: object) -> dict:
+    from bench.speed_run import SCHEMA, settings_of
+
+    rec = {"schema": SCHEMA, "target": target, "kind": "model", "status": status,
+           "reason": None if status == "measured" else "no GPU (this torch is a CPU build)",
+           "stand_in": False, "settings": settings_of({"speed": {}}), "gpu": {"gpu": None},
+           "shapes": [{"out_features": 576, "in_features": 576, "layers": ["q"], "count": 30}],
+           "planned_cells": 96, "unsupported": [], "layers": [], "errors": [], "e2e": []}
+    rec.update(extra)
+    return rec
+
+
+def test_2of4_runs_link_their_speed_record(results: Path, tmp_path: Path) -> None:
+    (results / "speed").mkdir()
+    (results / "speed" / "smollm2-135m.json").write_text(json.dumps(_speed_record("smollm2-135m", "no GPU")))
+    out = tmp_path / "site"
+    html = build_site(results, out).read_text()
+    table_2of4 = _tables(html)[2]
+    assert table_2of4.count('<a href="speed/smollm2-135m.json">no GPU</a>') == 2    # both 2:4 runs
+    assert "no GPU" not in _tables(html)[1]                                           # unstructured
+    assert json.loads((out / "speed" / "smollm2-135m.json").read_text())["status"] == "no GPU"
+    rows = {(r["method"], r["pattern"]): r for r in json.loads((out / "runs.json").read_text())}
+    assert rows[("wanda", "2of4")]["speed_status"] == "no GPU"
+    assert rows[("wanda", "unstructured-50")]["speed_status"] is None
+    assert 'id="speed-2of4"' in html
+
+
+def test_measured_speed_shows_the_headline_case(results: Path, tmp_path: Path) -> None:
+    e2e = [{"dtype": d, "backend": b, "batch_size": bs, "prefill_speedup": p, "decode_speedup": q}
+           for d, b, bs, p, q in [("float16", "cutlass", 1, 9.0, 9.0),
+                                  ("float16", "cusparselt", 16, 8.0, 8.0),
+                                  ("float16", "cusparselt", 1, 1.25, 1.5)]]
+    rec = _speed_record("smollm2-135m", "measured", gpu={"gpu": "<b>GPU</b>"}, e2e=e2e)
+    (results / "speed").mkdir()
+    (results / "speed" / "smollm2-135m.json").write_text(json.dumps(rec))
+    html = build_site(results, tmp_path / "site").read_text()
+    assert "1.25x / 1.50x" in html and "9.00x" not in html     # first dtype, backend, batch size
+    assert "&lt;b&gt;GPU&lt;/b&gt;" in html and "<b>GPU</b>" not in html
+
+
+def test_stand_in_speed_record_is_refused(results: Path, tmp_path: Path) -> None:
+    (results / "speed").mkdir()
+    rec = _speed_record("opt-tiny", "measured", stand_in=True)
+    (results / "speed" / "opt-tiny.json").write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match="stand-in"):
+        build_site(results, tmp_path / "site")

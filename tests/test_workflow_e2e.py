@@ -1,6 +1,8 @@
 """End to end: `snakemake` on config/smoke.yaml plans, runs, validates and builds the site."""
 from __future__ import annotations
 
+import json
+
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +49,15 @@ def test_smoke_grid_end_to_end(tmp_path: Path) -> None:
         assert 0 <= data["metrics"]["zeroshot/average/acc"] <= 1     # rule zeroshot, merged
         assert data["metrics_meta"]["zeroshot"]["tasks"]["arc_easy"]["n"] == 4
         assert f"{data['metrics']['ppl/wiki']:.2f}" in html or f"{data['metrics']['ppl/wiki']:,.2f}" in html
+    # rule speed: one 2:4 record per model; on a CPU machine the plan and "no GPU", shown on the site
+    from bench.speed import gpu_unavailable_reason
+
+    for model in cfg["models"]:
+        rec = json.loads((tmp_path / cfg["results_dir"] / "speed" / f"{model}.json").read_text())
+        assert rec["status"] == ("measured" if gpu_unavailable_reason() is None else "no GPU")
+        assert rec["planned_cells"] + len(rec["unsupported"]) > 0
+    if gpu_unavailable_reason() is not None:
+        assert '<a href="speed/tiny-llama.json">no GPU</a>' in html
     # temp checkpoints are gone; a second run has nothing to do
     assert not any((tmp_path / "work" / "pruned").rglob("*.safetensors"))
     again = _snakemake(tmp_path)

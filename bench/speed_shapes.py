@@ -1,0 +1,86 @@
+"""Which matrix shapes the 2:4 kernel benchmark times: the grid's models and paper-scale configs.
+
+Owns `PAPER_CONFIGS`, the published dimensions of Llama-2-7B, Llama-3-8B, OPT-6.7B and
+Mamba-2.8B written out as transformers configs (so no hub access is needed: kernel speed depends
+only on the matrix shape and the sparsity pattern, never on the weight values), building such a
+model with no memory on the meta device, and `linear_shapes`: every distinct (out, in) shape of a
+model's prunable linears (the adapter's list, the layers a 2:4 method sparsifies) with the layer
+names that share it and how many layers of the whole model have it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.adapters import adapter_for
+from methods.base import PruneBenchError, did_you_mean
+
+# name -> (transformers config class, config kwargs); values from each model's config.json
+PAPER_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "llama-2-7b": ("LlamaConfig", {
+        "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+        "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000,
+        "max_position_embeddings": 4096}),
+    "llama-3-8b": ("LlamaConfig", {
+        "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+        "max_position_embeddings": 8192, "rope_theta": 500000.0}),
+    "opt-6.7b": ("OPTConfig", {
+        "hidden_size": 4096, "ffn_dim": 16384, "num_hidden_layers": 32,
+        "num_attention_heads": 32, "vocab_size": 50272, "word_embed_proj_dim": 4096,
+        "max_position_embeddings": 2048}),
+    "mamba-2.8b": ("MambaConfig", {
+        "hidden_size": 2560, "num_hidden_layers": 64, "vocab_size": 50280, "state_size": 16,
+        "expand": 2, "conv_kernel": 4, "use_bias": False, "use_conv_bias": True}),
+}
+
+
+@dataclass
+class LinearShape:
+    """One distinct prunable weight shape: y[tokens, out] = x[tokens, in] @ W[out, in].T"""
+
+    out_features: int
+    in_features: int
+    layers: list[str] = field(default_factory=list)   # layer names inside a block
+    count: int = 0                                      # how many linears of the model have it
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"out_features": self.out_features, "in_features": self.in_features,
+                "layers": self.layers, "count": self.count}
+
+
+def paper_config(name: str) -> Any:
+    """The transformers config of a paper-scale model, built offline."""
+    if name not in PAPER_CONFIGS:
+        raise PruneBenchError(f"unknown paper-scale config '{name}'"
+                              f"{did_you_mean(name, list(PAPER_CONFIGS))}")
+    import transformers
+
+    cls_name, kwargs = PAPER_CONFIGS[name]
+    return getattr(transformers, cls_name)(**kwargs)
+
+
+def meta_model(config: Any) -> nn.Module:
+    """The model of `config` on the meta device: shapes and module tree, no memory, no weights."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def linear_shapes(model: nn.Module) -> list[LinearShape]:
+    """Distinct (out, in) shapes of the model's prunable linears, in first-seen order."""
+    adapter = adapter_for(model)
+    shapes: dict[tuple[int, int], LinearShape] = {}
+    prefix = adapter.blocks_path + "."
+    for full, linear in adapter.prunable(model).items():
+        out_f, in_f = linear.weight.shape
+        entry = shapes.setdefault((out_f, in_f), LinearShape(out_f, in_f))
+        name = full.removeprefix(prefix).split(".", 1)[1]     # "3.mlp.up_proj" -> "mlp.up_proj"
+        if name not in entry.layers:
+            entry.layers.append(name)
+        entry.count += 1
+    return list(shapes.values())

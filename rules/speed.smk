@@ -1,0 +1,25 @@
+# 2:4 kernel speed: one job per grid model and paper-scale config (bench/speed_run.py). Without a
+# GPU the job records "no GPU" and the plan; on a GPU machine re-run it with `-R speed`.
+
+
+rule speed:
+    input:
+        lambda wc: [] if wc.target in PAPER_CONFIGS else [f"work/prepared/{wc.target}.json"],
+    output:
+        f"{RESULTS}/speed/{{target}}.json",
+    params:
+        py=PY,
+        config=CONFIG_JSON,
+        protocol=json.dumps(CFG.get("speed"), sort_keys=True),
+    log:
+        "logs/speed/{target}.log",
+    benchmark:
+        "work/benchmarks/speed/{target}.tsv"
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    conda:
+        "envs/prunebench.yaml"
+    shell:
+        "{params.py} -m bench speed --target {wildcards.target} --out {output} "
+        "--config {params.config} --quiet > {log} 2>&1"
