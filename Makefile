@@ -4,8 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.prunebench-installed
 CORES  ?= 2
+# the browser tests drive Debian's chromium (never `playwright install`)
+CHROMIUM ?= /usr/bin/chromium
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup test test-fast grid smoke site lint clean-smoke
+.PHONY: setup browser test test-fast grid smoke site lint clean-smoke
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,10 +18,17 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-test: setup             ## set up, then every test (slow end-to-end ones included)
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "the browser tests need Debian's chromium at $(CHROMIUM)"; exit 1; }
+	$(SUDO) apt-get install -y --no-install-recommends chromium || \
+	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }
+
+browser: $(CHROMIUM)
+
+test: setup browser     ## set up, then every test (slow end-to-end and browser ones included)
 	$(BIN)/python -m pytest -q tests
 
-test-fast: setup
+test-fast: setup browser
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 grid: setup             ## set up, then the default grid and the leaderboard (site/_build/)

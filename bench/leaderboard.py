@@ -1,10 +1,12 @@
 """results/ -> a static, offline leaderboard site (a pure, deterministic function of results/).
 
-Owns: flattening runs into one table (`flat_rows`: runs.json / runs.csv), grouping it into
-one table per model x pattern with the dense baseline on top and the delta to it, rendering
-site/templates/index.html.j2 (jinja2, autoescaped) with site/static/ and the 2:4 speed records
-(results/speed, linked from 2:4 runs: bench/speed_table.py) copied alongside, and
-writing the build directory atomically (DIR.tmp, then rename). Same results, same bytes.
+Owns the build: flattening runs into one table (`flat_rows`: runs.json / runs.csv, the speedup
+cell of structured and 2:4 runs), rendering every page through the jinja2 templates in
+site/templates (autoescaped; page content from bench/site_pages.py, columns from
+bench/site_schema.py, plots from bench/site_plots.py), copying site/static/, plotly.js from the
+plotly package and the 2:4 speed records (results/speed) alongside, and writing the build
+directory atomically (DIR.tmp, then rename). Same results, same bytes. The methods page also
+reads the method registry (paper, description) and docs/protocol.md.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
+from bench import site_pages, site_plots, site_schema
 from bench.packages import REPO_ROOT
 from bench.results import SCHEMA_VERSION, load_all
 from bench.speed_table import load_speed, run_speed, speed_sections
@@ -24,7 +27,6 @@ log = logging.getLogger(__name__)
 
 SITE_DIR = REPO_ROOT / "site"
 PRIMARY = "ppl/wiki"  # the metric the delta to dense is computed on
-PATTERN_ORDER = {"dense": 0, "unstructured": 1, "nm": 2, "structured": 3}
 
 
 def _key(run: dict[str, Any]) -> tuple[str, str, str]:
@@ -62,16 +64,6 @@ def metric_names(runs: list[dict[str, Any]]) -> list[str]:
     return sorted({m for r in runs for m in r["metrics"]})
 
 
-def table_metrics(runs: list[dict[str, Any]]) -> list[str]:
-    """Metric columns of the per-pattern tables: zero-shot average first, then each task's acc
-    (acc_norm and every stderr stay in the CSV / JSON downloads and the run pages)."""
-    names = metric_names(runs)
-    avg = [m for m in names if m.startswith("zeroshot/average/")]
-    tasks = [m for m in names if m.startswith("zeroshot/") and m.endswith("/acc") and m not in avg]
-    other = [m for m in names if not m.startswith("zeroshot/")]
-    return other + avg + tasks
-
-
 def flat_rows(runs: list[dict[str, Any]],
               speed: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One flat dict per run (sorted by model, method, pattern): the downloadable table.
@@ -106,80 +98,74 @@ def flat_rows(runs: list[dict[str, Any]],
             "speed_file": None, "speed_status": None, "speed_reason": None,
         }
         row.update(run_speed(model["key"], pattern["slug"], speed or {}))
+        row["speedup_text"], row["speedup_note"] = _speed_text(row)
         rows.append(row)
     return rows
 
 
-def _fmt_num(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:,.{digits}f}"
+def _speed_text(row: dict[str, Any]) -> tuple[str | None, str]:
+    """The speedup cell: measured prefill / decode, "no GPU" for an unmeasured 2:4 run."""
+    if row["speedup_prefill"] is not None:
+        return (f"{row['speedup_prefill']:.2f}x / {row['speedup_decode']:.2f}x",
+                f"prefill tokens/s and decode ms/token vs dense on {row['speed_device']}")
+    if row["speed_status"] == "no GPU":
+        return "no GPU", row["speed_reason"] or ""
+    return None, ""
 
 
-def _fmt_params(n: int) -> str:
-    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if n >= div:
-            return f"{n / div:.2f}{unit}"
-    return str(n)
-
-
-def _cell_row(row: dict[str, Any], metrics: list[str], is_ref: bool) -> dict[str, Any]:
-    d_abs, d_pct = row[f"delta_{PRIMARY}"], row[f"delta_{PRIMARY}_pct"]
-    return {
-        "method": row["method"], "method_kind": row["method_kind"], "params_json": row["method_params"],
-        "is_ref": is_ref,
-        "achieved": f"{100 * row['achieved_sparsity']:.1f}%",
-        "params": f"{_fmt_params(row['params_nonzero'])} / {_fmt_params(row['params_total'])}",
-        "params_exact": f"{row['params_nonzero']:,} / {row['params_total']:,}",
-        "primary": _fmt_num(row.get(PRIMARY)),
-        "delta": "–" if d_abs is None or is_ref else
-                 f"{d_abs:+,.2f}" + ("" if d_pct is None else f" ({d_pct:+.1f}%)"),
-        "worse": bool(d_abs and d_abs > 0 and not is_ref),
-        "extra": [_fmt_num(row.get(m), 4) for m in metrics],
-        "prune_seconds": _fmt_num(row["prune_seconds"], 1),
-        "speedup": (f"{row['speedup_prefill']:.2f}x / {row['speedup_decode']:.2f}x"
-                    if row["speedup_prefill"] is not None else
-                    "no GPU" if row["speed_status"] == "no GPU" else "–"),
-        "speedup_note": (f"prefill tokens/s and decode ms/token vs dense on {row['speed_device']}"
-                         if row["speedup_prefill"] is not None else row["speed_reason"] or ""),
-        "speed_file": row["speed_file"],
-    }
-
-
-def _rank(row: dict[str, Any]) -> tuple[bool, float, str]:
-    value = row.get(PRIMARY)
-    return value is None, value if value is not None else 0.0, row["method"]
-
-
-def build_tables(rows: list[dict[str, Any]], metric_cols: list[str]) -> list[dict[str, Any]]:
-    """Group flat rows into models, each with one table per pattern (dense reference on top)."""
-    models = []
-    for key in sorted({r["model"] for r in rows}):
-        mine = [r for r in rows if r["model"] == key]
-        dense = sorted((r for r in mine if r["pattern_kind"] == "dense"), key=_rank)
-        patterns = sorted({(PATTERN_ORDER[r["pattern_kind"]], r["target_sparsity"], r["pattern"])
-                           for r in mine if r["pattern_kind"] != "dense"}) or [(0, 0.0, "dense")]
-        tables = []
-        for _, target, slug in patterns:
-            body = sorted((r for r in mine if r["pattern"] == slug and r["pattern_kind"] != "dense"), key=_rank)
-            metrics = [m for m in metric_cols if m != PRIMARY and any(r.get(m) is not None for r in dense + body)]
-            cells = [_cell_row(r, metrics, True) for r in dense] + [_cell_row(r, metrics, False) for r in body]
-            tables.append({"slug": slug, "target": f"{100 * target:.0f}%", "metrics": metrics, "rows": cells})
-        first = mine[0]
-        models.append({"key": key, "arch": first["arch"], "trained_here": first["trained_here"],
-                       "baseline_note": first["baseline_note"], "n_runs": len(mine), "tables": tables})
-    return models
-
-
-def _render(models: list[dict[str, Any]], rows: list[dict[str, Any]],
-            speed: list[dict[str, Any]]) -> str:
+def _env() -> Any:
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(SITE_DIR / "templates")),
-                             autoescape=True, undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
-    newest = max((r["created_at"] for r in rows), default=None)
-    return env.get_template("index.html.j2").render(
-        models=models, n_runs=len(rows), newest=newest, primary=PRIMARY,
-        schema_version=SCHEMA_VERSION, speed=speed)
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(SITE_DIR / "templates")),
+                              autoescape=True, undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+
+
+def render_pages(runs: list[dict[str, Any]], rows: list[dict[str, Any]],
+                 speed: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Every page of the site (relative path -> text) from the runs, their rows and speed records."""
+    env = _env()
+    common = {"n_runs": len(rows), "primary": PRIMARY, "schema_version": SCHEMA_VERSION,
+              "newest": max((r["created_at"] for r in rows), default=None)}
+
+    def page(template: str, rel: str, **ctx: Any) -> str:
+        depth = "../" * rel.count("/")
+        return env.get_template(template).render(root=depth, page=rel, **common, **ctx)
+
+    cols = site_schema.columns(rows)
+    files = {
+        "index.html": page("index.html.j2", "index.html", models=site_pages.landing(rows),
+                           speed=speed_sections(speed)),
+        "leaderboard.html": page("leaderboard.html.j2", "leaderboard.html",
+                                 table=site_pages.table(rows, cols)),
+        "plots.html": page("plots.html.j2", "plots.html",
+                           plots=[{**p, "spec": _script_json(p["spec"])}
+                                  for p in site_plots.all_plots(rows, speed)]),
+        "methods.html": page("methods.html.j2", "methods.html", **site_pages.methods_context(rows)),
+    }
+    by_key = {_key(r): r for r in runs}
+    for row in rows:
+        rel = site_pages.run_page(row)
+        run = by_key[(row["model"], row["method"], row["pattern"])]
+        files[rel] = page("run.html.j2", rel, **site_pages.run_context(run, row))
+        files[rel[:-len(".html")] + ".json"] = json.dumps(run, indent=2, sort_keys=True) + "\n"
+    return files
+
+
+def _script_json(spec: str) -> str:
+    """JSON safe inside <script type="application/json">: every '<' (only ever inside JSON
+    strings) becomes \\u003c, so no '</script>' or '<!--' from a name can end the element."""
+    return spec.replace("<", "\\u003c")
+
+
+def plotly_js() -> Path:
+    """plotly.js as shipped inside the plotly Python package (same version as the specs)."""
+    import plotly
+
+    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    if not path.is_file():
+        raise FileNotFoundError(f"plotly.min.js not found in the plotly package ({path})")
+    return path
 
 
 def _write_tree(out_dir: Path, files: dict[str, str]) -> None:
@@ -189,6 +175,7 @@ def _write_tree(out_dir: Path, files: dict[str, str]) -> None:
     tmp.mkdir(parents=True)
     try:
         shutil.copytree(SITE_DIR / "static", tmp / "static")
+        shutil.copyfile(plotly_js(), tmp / "static" / "plotly.min.js")   # offline: no CDN
         for rel, text in sorted(files.items()):
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_text(text, encoding="utf-8")
@@ -203,7 +190,9 @@ def _write_tree(out_dir: Path, files: dict[str, str]) -> None:
 
 
 def build_site(results_dir: Path, out_dir: Path) -> Path:
-    """Read every run under results_dir and write out_dir/{index.html,runs.json,runs.csv,static/}."""
+    """Read results_dir (runs/, speed/) and write out_dir: index.html (overview),
+    leaderboard.html, plots.html, methods.html, one page + raw JSON per run under runs/,
+    runs.json, runs.csv, speed/*.json and static/ (with plotly.min.js)."""
     import pandas as pd
 
     runs = load_all(Path(results_dir))
@@ -211,12 +200,14 @@ def build_site(results_dir: Path, out_dir: Path) -> Path:
         log.warning("no runs under %s/runs: the leaderboard will be empty", results_dir)
     speed = load_speed(Path(results_dir))
     rows = flat_rows(runs, speed)
-    csv = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["model", "method", "pattern"])
+    cols = [c.key for c in site_schema.columns(rows)]
+    header = cols + [k for k in (list(rows[0]) if rows else []) if k not in cols]
+    csv = pd.DataFrame(rows, columns=header or ["model", "method", "pattern"])
     files = {
-        "index.html": _render(build_tables(rows, table_metrics(runs)), rows, speed_sections(speed)),
-        **{f"speed/{t}.json": json.dumps(r, indent=1, sort_keys=True) + "\n" for t, r in speed.items()},
+        **render_pages(runs, rows, speed),
         "runs.json": json.dumps(rows, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n",
         "runs.csv": csv.to_csv(index=False, lineterminator="\n"),
+        **{f"speed/{t}.json": json.dumps(r, indent=1, sort_keys=True) + "\n" for t, r in speed.items()},
     }
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -33,31 +33,36 @@ def results(tmp_path: Path) -> Path:
     return res
 
 
-def _tables(html: str) -> list[str]:
-    return re.findall(r"<h3>(.*?)</table>", html, flags=re.S)
+def _landing(html: str, model: str) -> str:
+    return html.split(f'id="model-{model}"')[1].split("</section>")[0]
 
 
 def test_build_site_content(results: Path, tmp_path: Path) -> None:
     out = tmp_path / "site" / "_build"
     index = build_site(results, out)
     assert index == out / "index.html"
-    assert (out / "static" / "style.css").is_file() and (out / "runs.json").is_file()
+    for rel in ("leaderboard.html", "plots.html", "methods.html", "runs.csv", "runs.json",
+                "static/style.css", "static/site.js", "static/plotly.min.js",
+                "runs/smollm2-135m/wanda/2of4.html", "runs/smollm2-135m/wanda/2of4.json"):
+        assert (out / rel).is_file(), rel
     html = index.read_text()
     assert 'href="static/style.css"' in html and "http://" not in html and "https://" not in html
-    tables = _tables(html)
-    heads = [re.sub(r"<.*?>", "", t.split("</h3>")[0]).split("target")[0].strip() for t in tables]
-    assert heads == ["opt-tiny &middot; unstructured-50", "smollm2-135m &middot; unstructured-50",
-                     "smollm2-135m &middot; 2of4"]
-    for table in tables:  # the dense reference row comes first
-        first = re.search(r'<tr class="(.*?)">\s*<th scope="row"[^>]*>(\w+)', table)
-        assert first and first.groups() == ("ref", "dense")
-    unstructured = tables[1]
-    assert unstructured.index(">wanda<") < unstructured.index(">magnitude<")  # ranked by ppl
-    assert "+10.00 (+50.0%)" in unstructured and "+5.00 (+25.0%)" in unstructured
-    assert "–" in tables[2]  # sparsegpt without a ppl
-    assert "trained here" in html.split('id="model-opt-tiny"')[1].split('id="model-smollm2-135m"')[0]
-    assert html.count("trained here") == 1
+    smol = _landing(html, "smollm2-135m")
+    # best per pattern: lowest perplexity, with the change against dense
+    assert re.search(r"unstructured-50</span> best: <a href=\"runs/smollm2-135m/wanda/unstructured-50.html\">wanda</a>\s+25.00 <small>\+25.0%</small>", smol)
+    # the methods x patterns matrix, coloured by the loss against dense
+    assert re.search(r'<td class="l2"><a href="runs/smollm2-135m/magnitude/unstructured-50.html"><span class="ppl">30.00</span>\s+<small>\+50.0%</small>', smol)
+    assert '<td class="lna"><a href="runs/smollm2-135m/sparsegpt/2of4.html"><span class="ppl">–' in smol
+    assert "trained here" in _landing(html, "opt-tiny") and html.count("trained here") == 1
     assert "dequantized from Q4_1" in html
+    board = (out / "leaderboard.html").read_text()
+    assert board.count('<tr data-model=') == 7
+    run_page = (out / "runs/smollm2-135m/wanda/2of4.html").read_text()
+    assert 'href="../../../static/style.css"' in run_page and 'href="2of4.json"' in run_page
+    assert json.loads((out / "runs/smollm2-135m/wanda/2of4.json").read_text())["method"]["name"] == "wanda"
+    methods = (out / "methods.html").read_text()
+    assert 'id="method-wanda"' in methods and "arXiv 2306.11695" in methods
+    assert "<h2>Zero-shot accuracy</h2>" in methods           # docs/protocol.md rendered
 
     rows = json.loads((out / "runs.json").read_text())
     assert [(r["model"], r["method"], r["pattern"]) for r in rows] == sorted(
@@ -121,9 +126,8 @@ def test_2of4_runs_link_their_speed_record(results: Path, tmp_path: Path) -> Non
     (results / "speed" / "smollm2-135m.json").write_text(json.dumps(_speed_record("smollm2-135m", "no GPU")))
     out = tmp_path / "site"
     html = build_site(results, out).read_text()
-    table_2of4 = _tables(html)[2]
-    assert table_2of4.count('<a href="speed/smollm2-135m.json">no GPU</a>') == 2    # both 2:4 runs
-    assert "no GPU" not in _tables(html)[1]                                           # unstructured
+    board = (out / "leaderboard.html").read_text()
+    assert board.count('<a href="speed/smollm2-135m.json">no GPU</a>') == 2          # both 2:4 runs
     assert json.loads((out / "speed" / "smollm2-135m.json").read_text())["status"] == "no GPU"
     rows = {(r["method"], r["pattern"]): r for r in json.loads((out / "runs.json").read_text())}
     assert rows[("wanda", "2of4")]["speed_status"] == "no GPU"
@@ -139,9 +143,10 @@ def test_measured_speed_shows_the_headline_case(results: Path, tmp_path: Path) -
     rec = _speed_record("smollm2-135m", "measured", gpu={"gpu": "<b>GPU</b>"}, e2e=e2e)
     (results / "speed").mkdir()
     (results / "speed" / "smollm2-135m.json").write_text(json.dumps(rec))
-    html = build_site(results, tmp_path / "site").read_text()
-    assert "1.25x / 1.50x" in html and "9.00x" not in html     # first dtype, backend, batch size
-    assert "&lt;b&gt;GPU&lt;/b&gt;" in html and "<b>GPU</b>" not in html
+    build_site(results, tmp_path / "site")
+    board = (tmp_path / "site" / "leaderboard.html").read_text()
+    assert "1.25x / 1.50x" in board and "9.00x" not in board    # first dtype, backend, batch size
+    assert "&lt;b&gt;GPU&lt;/b&gt;" in board and "<b>GPU</b>" not in board
 
 
 def test_stand_in_speed_record_is_refused(results: Path, tmp_path: Path) -> None:

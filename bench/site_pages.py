@@ -1,0 +1,161 @@
+"""What each page of the leaderboard site shows, as plain data for the jinja2 templates.
+
+Owns the landing page (per model: the best method of every pattern, and a methods x patterns
+matrix of perplexity and zero-shot average with the change against dense, bucketed by how much
+was lost), the leaderboard table (rows of cells driven by bench/site_schema.py, with the filter
+values), one provenance page per run, and the methods page (each method's paper, description and
+capabilities from the registry, with docs/protocol.md rendered). Safe file names for pages of
+runs whose names come from results (`slug`). Pure functions of their inputs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from bench.packages import REPO_ROOT
+from bench.site_schema import Column, cell
+
+PATTERN_ORDER = {"dense": 0, "unstructured": 1, "nm": 2, "structured": 3}
+ACC = "zeroshot/average/acc"
+PPL = "ppl/wiki"
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a name from results; changed names get a short digest."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip(".") or "_"
+    return safe if safe == name else f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+def run_page(row: dict[str, Any]) -> str:
+    """Relative path of a run's page (its raw JSON sits beside it with .json)."""
+    return f"runs/{slug(row['model'])}/{slug(row['method'])}/{slug(row['pattern'])}.html"
+
+
+def loss_bucket(delta_pct: float | None) -> str:
+    """CSS class for how much perplexity was lost against dense: l0 (<= 5 %) .. l4 (> 400 %)."""
+    if delta_pct is None:
+        return "lna"
+    for bucket, limit in (("l0", 5.0), ("l1", 20.0), ("l2", 100.0), ("l3", 400.0)):
+        if delta_pct <= limit:
+            return bucket
+    return "l4"
+
+
+def patterns_of(rows: list[dict[str, Any]]) -> list[str]:
+    keys = {(PATTERN_ORDER.get(r["pattern_kind"], 9), r["target_sparsity"] or 0.0, r["pattern"])
+            for r in rows if r["pattern_kind"] != "dense"}
+    return [k[2] for k in sorted(keys)]
+
+
+def _acc_delta(row: dict[str, Any], dense: dict[str, Any] | None) -> float | None:
+    if dense is None or row.get(ACC) is None or dense.get(ACC) is None:
+        return None
+    return 100.0 * (row[ACC] - dense[ACC])
+
+
+def landing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per model: dense reference, best method per pattern, and the methods x patterns matrix."""
+    out = []
+    for model in sorted({r["model"] for r in rows}):
+        mine = [r for r in rows if r["model"] == model]
+        dense = next((r for r in mine if r["pattern_kind"] == "dense"), None)
+        patterns = patterns_of(mine)
+        methods = sorted({r["method"] for r in mine if r["pattern_kind"] != "dense"})
+        by = {(r["method"], r["pattern"]): r for r in mine}
+        best = []
+        for p in patterns:
+            scored = [r for r in mine if r["pattern"] == p and r.get(PPL) is not None]
+            if scored:
+                b = min(scored, key=lambda r: (r[PPL], r["method"]))
+                best.append({"pattern": p, "method": b["method"], "ppl": f"{b[PPL]:,.2f}",
+                             "delta": _pct(b.get(f"delta_{PPL}_pct")), "href": run_page(b),
+                             "bucket": loss_bucket(b.get(f"delta_{PPL}_pct"))})
+        matrix = []
+        for m in methods:
+            cells = []
+            for p in patterns:
+                r = by.get((m, p))
+                if r is None:
+                    cells.append(None)
+                    continue
+                d_acc = _acc_delta(r, dense)
+                cells.append({
+                    "ppl": "–" if r.get(PPL) is None else f"{r[PPL]:,.2f}",
+                    "delta": _pct(r.get(f"delta_{PPL}_pct")),
+                    "acc": "–" if r.get(ACC) is None else f"{100 * r[ACC]:.1f}",
+                    "acc_delta": "" if d_acc is None else f"{d_acc:+.1f}",
+                    "bucket": loss_bucket(r.get(f"delta_{PPL}_pct")), "href": run_page(r)})
+            matrix.append({"method": m, "cells": cells})
+        first = mine[0]
+        out.append({"key": model, "arch": first["arch"], "trained_here": first["trained_here"],
+                    "baseline_note": first["baseline_note"], "n_runs": len(mine),
+                    "dense_ppl": "–" if not dense or dense.get(PPL) is None else f"{dense[PPL]:,.2f}",
+                    "dense_acc": "–" if not dense or dense.get(ACC) is None else f"{100 * dense[ACC]:.1f}",
+                    "dense_href": run_page(dense) if dense else None,
+                    "patterns": patterns, "best": best, "matrix": matrix})
+    return out
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value:+.1f}%"
+
+
+def table(rows: list[dict[str, Any]], cols: list[Column]) -> dict[str, Any]:
+    """The leaderboard table: header, rows of cells, and the values each filter offers."""
+    body = []
+    for r in rows:
+        body.append({"href": run_page(r), "cells": [cell(c, r) for c in cols],
+                     "filters": {"model": r["model"], "arch": r["arch"],
+                                 "kind": r["pattern_kind"], "method": r["method"]}})
+    filters = {k: sorted({b["filters"][k] for b in body}) for k in ("model", "arch", "kind", "method")}
+    return {"columns": cols, "rows": body, "filters": filters}
+
+
+def run_context(run: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """Everything a run page shows: metrics, protocol, provenance, per-layer sparsity."""
+    metrics = sorted(run["metrics"].items())
+    per_layer = sorted((run["sparsity"].get("per_layer") or {}).items())
+    sections = {k: json.dumps(run[k], indent=1, sort_keys=True)
+                for k in ("method", "pattern", "model", "calibration", "metrics_meta", "cost",
+                          "environment", "code", "params", "structure", "speed", "method_report")
+                if run.get(k) is not None}
+    return {"row": row, "metrics": [(k, "–" if v is None else f"{v:.6g}") for k, v in metrics],
+            "per_layer": [(k, f"{100 * v:.2f}%") for k, v in per_layer],
+            "sections": sections, "raw": slug(row["pattern"]) + ".json",
+            "depth": "../../../"}
+
+
+def _defaults(cls: type) -> str:
+    """The method's hyperparameters with their defaults, as sorted JSON."""
+    import dataclasses
+
+    try:
+        return json.dumps(dataclasses.asdict(cls.Params()), sort_keys=True, default=str)
+    except TypeError:                     # a required hyperparameter without a default
+        return json.dumps(sorted(f.name for f in dataclasses.fields(cls.Params)))
+
+
+def methods_context(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Methods in the results with their registry entry (paper, description, capabilities,
+    hyperparameter defaults) and the protocol document rendered from markdown (raw HTML off)."""
+    from markdown_it import MarkdownIt
+
+    from methods import registry
+
+    known = registry.available()
+    items = []
+    for name in sorted({r["method"] for r in rows}):
+        n_runs = sum(r["method"] == name for r in rows)
+        cls = known.get(name)
+        if cls is None:
+            items.append({"name": name, "n_runs": n_runs, "installed": False})
+            continue
+        items.append({"name": name, "n_runs": n_runs, "installed": True, "kind": cls.kind,
+                      "paper": getattr(cls, "paper", ""), "description": cls.description,
+                      "capabilities": cls.capabilities.describe(),
+                      "params": _defaults(cls)})
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    protocol = (REPO_ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+    return {"methods": items, "protocol_html": md.render(protocol)}

@@ -1,0 +1,107 @@
+"""The leaderboard's column schema: what each column is, how it is shown and which way is better.
+
+Owns `Column` (key in the flat run rows, display name, description, lower-is-better, format,
+group), the fixed columns, the zero-shot columns derived from the metrics present, and `cell`:
+one formatted, sortable table cell. Like HELM's schema, it drives every table of the site, the
+CSV header order and the tooltips, so a column is defined once.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+ZS_PREFIX = "zeroshot/"
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str                      # key in a flat run row (bench/leaderboard.flat_rows)
+    name: str                     # header text
+    description: str              # header tooltip
+    lower_is_better: bool | None  # None: not a score (names, settings)
+    fmt: str                      # text | pct | float2 | float4 | acc | params | seconds | speedup
+    group: str                    # run | sparsity | quality | zero-shot | cost
+
+
+FIXED: tuple[Column, ...] = (
+    Column("model", "model", "model key of the zoo (config/models.yaml)", None, "text", "run"),
+    Column("arch", "arch", "architecture family (adapter)", None, "text", "run"),
+    Column("method", "method", "pruning method (methods/)", None, "text", "run"),
+    Column("pattern", "pattern", "sparsity pattern: unstructured-P, N:M, structured-P", None,
+           "text", "run"),
+    Column("pattern_kind", "kind", "dense / unstructured / N:M / structured", None, "text", "run"),
+    Column("achieved_sparsity", "sparsity", "achieved sparsity measured on the saved weights "
+           "(structured: fraction of structured-prunable parameters removed)", None, "pct",
+           "sparsity"),
+    Column("params_nonzero", "params", "nonzero parameters of the pruned model (structured: "
+           "the smaller model's; total in the tooltip)", True, "params", "sparsity"),
+    Column("ppl/wiki", "ppl", "perplexity on the held-out evaluation text (lower is better)",
+           True, "float2", "quality"),
+    Column("delta_ppl/wiki_pct", "Δppl %", "perplexity change against the dense model, %",
+           True, "delta_pct", "quality"),
+    Column("zeroshot/average/acc", "0-shot avg", "mean zero-shot accuracy over the tasks "
+           "(lm-eval acc)", False, "acc", "zero-shot"),
+    Column("speedup", "speedup", "measured vs dense, prefill / decode: structured runs on the "
+           "CPU, 2:4 runs with sparse GPU kernels ('no GPU' where none was measured)", False,
+           "speedup", "cost"),
+    Column("prune_seconds", "prune s", "wall time of the pruning step", True, "seconds", "cost"),
+)
+
+
+def zeroshot_columns(rows: list[dict[str, Any]]) -> list[Column]:
+    """One acc column per zero-shot task present in any row, alphabetical."""
+    tasks = sorted({k.split("/")[1] for r in rows for k in r
+                    if k.startswith(ZS_PREFIX) and k.endswith("/acc") and "/average/" not in k
+                    and r[k] is not None})
+    return [Column(f"{ZS_PREFIX}{t}/acc", t, f"{t}: zero-shot accuracy (acc; acc_norm and "
+                   "stderr on the run page)", False, "acc", "zero-shot") for t in tasks]
+
+
+def columns(rows: list[dict[str, Any]]) -> list[Column]:
+    """The leaderboard's columns: fixed ones with the per-task zero-shot ones after the average."""
+    out: list[Column] = []
+    for col in FIXED:
+        out.append(col)
+        if col.key == "zeroshot/average/acc":
+            out.extend(zeroshot_columns(rows))
+    return out
+
+
+def _params(n: float) -> str:
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def cell(col: Column, row: dict[str, Any]) -> dict[str, Any]:
+    """{"text": shown, "sort": sortable value ("" for text), "title": tooltip, "href": link}."""
+    value = row.get(col.key)
+    if col.fmt == "speedup":
+        text = row.get("speedup_text") or "–"
+        return {"text": text, "sort": row.get("speedup_prefill") or "",
+                "title": row.get("speedup_note") or "", "href": row.get("speed_file")}
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return {"text": "–", "sort": "", "title": "", "href": None}
+    title = ""
+    if col.fmt == "text":
+        text = str(value)
+    elif col.fmt == "pct":
+        text = f"{100 * value:.1f}%"
+    elif col.fmt == "delta_pct":
+        text = f"{value:+.1f}%"
+    elif col.fmt == "acc":
+        text = f"{100 * value:.1f}"
+        err = row.get(col.key + "_stderr")
+        title = f"± {100 * err:.1f} (stderr)" if err is not None else ""
+    elif col.fmt == "params":
+        text = _params(value)
+        title = f"{value:,} nonzero of {row.get('params_total', value):,}"
+    elif col.fmt == "seconds":
+        text = f"{value:,.1f}"
+    elif col.fmt == "float4":
+        text = f"{value:,.4f}"
+    else:
+        text = f"{value:,.2f}"
+    return {"text": text, "sort": value if col.fmt != "text" else "", "title": title, "href": None}
