@@ -113,15 +113,33 @@ def table(rows: list[dict[str, Any]], cols: list[Column]) -> dict[str, Any]:
     return {"columns": cols, "rows": body, "filters": filters}
 
 
+def _natural(name: str) -> list[Any]:
+    """Sort key putting layers.2 before layers.10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
 def run_context(run: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     """Everything a run page shows: metrics, protocol, provenance, per-layer sparsity."""
     metrics = sorted(run["metrics"].items())
-    per_layer = sorted((run["sparsity"].get("per_layer") or {}).items())
+    per_layer = sorted((run["sparsity"].get("per_layer") or {}).items(), key=lambda kv: _natural(kv[0]))
     sections = {k: json.dumps(run[k], indent=1, sort_keys=True)
                 for k in ("method", "pattern", "model", "calibration", "metrics_meta", "cost",
                           "environment", "code", "params", "structure", "speed", "method_report")
                 if run.get(k) is not None}
-    return {"row": row, "metrics": [(k, "–" if v is None else f"{v:.6g}") for k, v in metrics],
+    cal, env, cost = run.get("calibration") or {}, run["environment"], run["cost"]
+    facts = [("method hyperparameters", json.dumps(run["method"]["params"], sort_keys=True)),
+             ("calibration", ", ".join(f"{k}={cal[k]}" for k in ("source", "n_samples", "seqlen", "seed")
+                                       if k in cal) or "none (data-free)"),
+             ("calibration ids sha256", cal.get("sha256") or "–"),
+             ("git commit", f"{run['code']['git_commit']}{' (dirty)' if run['code']['git_dirty'] else ''}"),
+             ("environment", f"torch {env['torch']}, transformers {env['transformers']}, "
+                             f"lm-eval {env.get('lm_eval')}, python {env['python']}, {env['device']}, "
+                             f"{env.get('cpu_count')} CPUs"),
+             ("prune / eval seconds", f"{cost['prune_seconds']:.1f} / {cost['eval_seconds']:.1f}"),
+             ("peak memory (RSS)", f"{cost['peak_rss_mb']:,.0f} MB"),
+             ("params nonzero / total", f"{run['params']['nonzero']:,} / {run['params']['total']:,}")]
+    return {"row": row, "facts": facts,
+            "metrics": [(k, "–" if v is None else f"{v:.6g}") for k, v in metrics],
             "per_layer": [(k, f"{100 * v:.2f}%") for k, v in per_layer],
             "sections": sections, "raw": slug(row["pattern"]) + ".json",
             "depth": "../../../"}
