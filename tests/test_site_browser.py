@@ -172,3 +172,19 @@ def test_hostile_names_render_as_text(tmp_path: Path, tab: Page) -> None:
         tab.open(p)
     assert tab.dialogs == [] and tab.external == []
     shutil.rmtree(out)
+
+
+def test_pages_read_without_javascript(site: Path, browser: Any) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto((site / "leaderboard.html").as_uri())
+        rows = page.locator("#runs tbody tr")
+        assert rows.count() == len(list((REPO_ROOT / "results" / "runs").rglob("*.json")))
+        assert not page.locator("#filters").is_visible()          # controls that need JS stay hidden
+        page.goto((site / "index.html").as_uri())
+        assert page.locator("table.matrix").first.is_visible()
+        page.goto((site / "plots.html").as_uri())
+        assert "need JavaScript" in page.locator("header").inner_text()
+    finally:
+        context.close()
