@@ -8,7 +8,7 @@ CORES  ?= 2
 CHROMIUM ?= /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup browser test test-fast grid smoke site lint clean-smoke
+.PHONY: setup browser slurm-packages test-slurm test test-fast grid smoke site lint clean-smoke
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,10 +26,17 @@ $(CHROMIUM):
 browser: $(CHROMIUM)
 
 test: setup browser     ## set up, then every test (slow end-to-end and browser ones included)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -m "not slurm" tests
 
 test-fast: setup browser
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -m "not slow and not slurm" tests
+
+slurm-packages:         ## Debian packages of the throwaway SLURM test cluster (root)
+	$(SUDO) apt-get install -y --no-install-recommends slurm-wlm slurmctld slurmd slurmdbd \
+	  slurm-client munge mariadb-server
+
+test-slurm: setup slurm-packages  ## the SLURM profile on a single-node cluster (root; docs/scale-out.md)
+	$(BIN)/python -m pytest -q -m slurm tests/test_slurm.py
 
 grid: setup             ## set up, then the default grid and the leaderboard (site/_build/)
 	$(BIN)/snakemake --cores $(CORES) --keep-going

@@ -22,9 +22,8 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 from bench.config import load_config, plan  # noqa: E402
 from bench.speed_run import targets as speed_targets  # noqa: E402
-from bench.speed_shapes import PAPER_CONFIGS  # noqa: E402
 from bench.workflow import (  # noqa: E402
-    job_threads, prepare_inputs, prune_inputs, train_recipe, write_effective_config)
+    job_resources, job_threads, prepare_inputs, prune_inputs, train_recipe, write_effective_config)
 
 if not config:
     configfile: "config/config.yaml"
@@ -40,8 +39,9 @@ CONFIG_JSON = write_effective_config(CFG)
 RESULTS = CFG["results_dir"]
 SITE = CFG["site_dir"]
 PY = sys.executable
-# CPU jobs take every core unless the config pins engine.threads (tiny models: 1 -> parallel jobs)
-JOB_THREADS = min(CFG["engine"]["threads"] or workflow.cores, workflow.cores)
+
+include: "rules/common.smk"
+
 RUN_FILES = [f"{RESULTS}/runs/{r.model}/{r.method}/{r.pattern}.json" for r in RUNS]
 SPEED_FILES = [f"{RESULTS}/speed/{t}.json" for t in speed_targets(CFG)]
 

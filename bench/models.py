@@ -32,7 +32,7 @@ SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
     "random": ("seed", "tokenizer", "config"),
 }
 ENTRY_FIELDS: frozenset[str] = frozenset({"arch", "description", "source", "trained_here",
-                                          "recipe"})
+                                          "recipe", "params_b"})
 TOKENIZER_FILES: tuple[str, ...] = ("tokenizer.json", "tokenizer_config.json", "vocab.json",
                                     "merges.txt", "special_tokens_map.json", "tokenizer.model")
 
@@ -47,6 +47,7 @@ class ModelSpec:
     source: dict[str, Any] = field(hash=False)
     trained_here: bool = False
     recipe: str | None = None   # `python -m bench train` arguments that regenerate a trained model
+    params_b: float | None = None  # billions of parameters: scales cluster memory / runtime
 
     @property
     def kind(self) -> str:
@@ -95,8 +96,13 @@ def _validate(key: str, entry: Any, where: str) -> ModelSpec:
             raise bad("source.config must be a mapping with a 'model_type'")
         if cfg["model_type"] != arch:
             raise bad(f"source.config.model_type '{cfg['model_type']}' does not match arch '{arch}'")
+    params_b = entry.get("params_b")
+    if params_b is not None and (isinstance(params_b, bool) or not isinstance(params_b, (int, float))
+                                 or params_b <= 0):
+        raise bad("params_b must be a positive number (billions of parameters)")
     return ModelSpec(key=key, arch=arch, description=entry["description"], source=dict(source),
-                     trained_here=trained_here, recipe=_recipe(entry, bad))
+                     trained_here=trained_here, recipe=_recipe(entry, bad),
+                     params_b=None if params_b is None else float(params_b))
 
 
 def _recipe(entry: dict[str, Any], bad: Any) -> str | None:

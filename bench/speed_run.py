@@ -54,7 +54,8 @@ def targets(cfg: dict[str, Any]) -> list[str]:
 
 
 def _target_model(target: str, cfg: dict[str, Any]) -> tuple[nn.Module, str]:
-    if target in PAPER_CONFIGS:
+    """A grid model (real weights, end to end too) before a paper config of the same name."""
+    if target in PAPER_CONFIGS and target not in cfg["models"]:
         return meta_model(paper_config(target)), "paper_config"
     spec = models.get_spec(target, models.load_zoo(REPO_ROOT / cfg["zoo"]))
     model, _ = models.load_model(models.prepare(spec), torch.float32)

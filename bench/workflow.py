@@ -1,9 +1,10 @@
-"""Helpers the Snakefile calls at parse time: the effective config file and rule inputs.
+"""Helpers the Snakefile calls at parse time: the effective config file, rule inputs, resources.
 
 Owns: writing the validated config where every job reads it (work/configs/{name}.json, only
 rewritten when its content changes, so unchanged protocols cause no reruns), and the input list
 of a prune job (the calibration file only for methods that need calibration), and the weights
-of models trained here (regenerated from their zoo recipe when missing).
+of models trained here (regenerated from their zoo recipe when missing); `job_resources`: what a
+job asks a cluster for (GPU, memory, runtime), scaled by the model's size from the zoo.
 """
 from __future__ import annotations
 
@@ -61,3 +62,32 @@ def train_recipe(model_dir: str, zoo_path: str) -> str:
         if spec.recipe and REPO_ROOT / spec.source.get("path", "") == REPO_ROOT / model_dir:
             return spec.recipe
     raise ValueError(f"no zoo model with a training recipe lives in {model_dir}")
+
+
+GPU_RULES = frozenset({"prune", "evaluate", "zeroshot", "level_db", "speed"})
+# minutes: base + per billion parameters (the papers' protocol on one A100/H100-class GPU,
+# rounded up generously; a profile's set-resources overrides any of them)
+RUNTIME = {"prepare": (20, 5), "calib": (10, 1), "prune": (30, 20), "level_db": (30, 60),
+           "evaluate": (20, 10), "zeroshot": (30, 30), "speed": (120, 0), "train_tiny": (120, 0)}
+
+
+def model_size_b(model: str, zoo_path: str) -> float:
+    """The zoo's params_b of a model (0.1 when unknown or not a zoo model, e.g. a paper config)."""
+    from bench.models import load_zoo
+
+    spec = load_zoo(REPO_ROOT / zoo_path).get(model)
+    return spec.params_b if spec is not None and spec.params_b else 0.1
+
+
+def job_resources(rule: str, model: str | None, cfg: dict[str, Any],
+                  method: str | None = None) -> dict[str, int]:
+    """{gpu, mem_mb, runtime (minutes)} of one job. GPUs only where the config runs on CUDA
+    (engine.device: cuda), so a CPU grid never waits for a GPU; host memory holds the fp32
+    weights a few times over (model-level methods keep gradients or a second model)."""
+    size = model_size_b(model, cfg["zoo"]) if model else 0.1
+    heavy = method is not None and registry.get(method).kind == "model"
+    gpu = int(rule in GPU_RULES and cfg["engine"]["device"] == "cuda")
+    mem_mb = int(4096 + (12288 if heavy else 6144) * size)
+    base, per_b = RUNTIME.get(rule, (30, 10))
+    runtime = int(base + per_b * size * (4 if heavy and rule == "prune" else 1))
+    return {"gpu": gpu, "mem_mb": mem_mb, "runtime": runtime}

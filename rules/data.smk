@@ -12,7 +12,11 @@ rule train_tiny:
         "logs/train/{tiny}.log",
     benchmark:
         "work/benchmarks/train/{tiny}.tsv"
-    threads: workflow.cores
+    threads: CORES
+    resources:
+        gpu=RES("train_tiny", "gpu"),
+        mem_mb=RES("train_tiny", "mem_mb"),
+        runtime=RES("train_tiny", "runtime"),
     conda:
         "envs/prunebench.yaml"
     shell:
@@ -32,7 +36,11 @@ rule prepare:
         "logs/prepare/{model}.log",
     benchmark:
         "work/benchmarks/prepare/{model}.tsv"
-    threads: workflow.cores
+    threads: CORES
+    resources:
+        gpu=RES("prepare", "gpu"),
+        mem_mb=RES("prepare", "mem_mb"),
+        runtime=RES("prepare", "runtime"),
     conda:
         "envs/prunebench.yaml"
     shell:
@@ -53,6 +61,10 @@ rule calib:
         "logs/calib/{model}.log",
     benchmark:
         "work/benchmarks/calib/{model}.tsv"
+    resources:
+        gpu=RES("calib", "gpu"),
+        mem_mb=RES("calib", "mem_mb"),
+        runtime=RES("calib", "runtime"),
     conda:
         "envs/prunebench.yaml"
     shell:
@@ -75,7 +87,11 @@ rule level_db:
         "logs/level_db/{model}.log",
     benchmark:
         "work/benchmarks/level_db/{model}.tsv"
-    threads: workflow.cores
+    threads: CORES
+    resources:
+        gpu=RES("level_db", "gpu"),
+        mem_mb=RES("level_db", "mem_mb"),
+        runtime=RES("level_db", "runtime"),
     conda:
         "envs/prunebench.yaml"
     shell:

@@ -17,9 +17,11 @@ rule prune:
         "logs/prune/{model}/{method}/{pattern}.log",
     benchmark:
         "work/benchmarks/prune/{model}/{method}/{pattern}.tsv"
-    threads: lambda wc: job_threads(wc.method, wc.pattern, JOB_THREADS, workflow.cores)
+    threads: lambda wc: job_threads(wc.method, wc.pattern, JOB_THREADS, CORES)
     resources:
-        gpu=0,
+        gpu=RES("prune", "gpu"),
+        mem_mb=RES("prune", "mem_mb"),
+        runtime=RES("prune", "runtime"),
     conda:
         "envs/prunebench.yaml"
     shell:
@@ -41,12 +43,14 @@ rule zeroshot:
         "logs/zeroshot/{model}/{method}/{pattern}.log",
     benchmark:
         "work/benchmarks/zeroshot/{model}/{method}/{pattern}.tsv"
-    threads: workflow.cores
-    resources:
-        gpu=0,
+    threads: CORES
     # finish a run (zeroshot, evaluate) before pruning the next: an interrupted grid leaves
     # whole runs behind, not a pile of temporary checkpoints
     priority: 10
+    resources:
+        gpu=RES("zeroshot", "gpu"),
+        mem_mb=RES("zeroshot", "mem_mb"),
+        runtime=RES("zeroshot", "runtime"),
     conda:
         "envs/prunebench.yaml"
     shell:
@@ -70,10 +74,12 @@ rule evaluate:
         "logs/evaluate/{model}/{method}/{pattern}.log",
     benchmark:
         "work/benchmarks/evaluate/{model}/{method}/{pattern}.tsv"
-    threads: lambda wc: job_threads(wc.method, wc.pattern, JOB_THREADS, workflow.cores)
+    threads: lambda wc: job_threads(wc.method, wc.pattern, JOB_THREADS, CORES)
     priority: 20
     resources:
-        gpu=0,
+        gpu=RES("evaluate", "gpu"),
+        mem_mb=RES("evaluate", "mem_mb"),
+        runtime=RES("evaluate", "runtime"),
     conda:
         "envs/prunebench.yaml"
     shell:

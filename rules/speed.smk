@@ -4,7 +4,7 @@
 
 rule speed:
     input:
-        lambda wc: [] if wc.target in PAPER_CONFIGS else [f"work/prepared/{wc.target}.json"],
+        lambda wc: [f"work/prepared/{wc.target}.json"] if wc.target in CFG["models"] else [],
     output:
         f"{RESULTS}/speed/{{target}}.json",
     params:
@@ -15,9 +15,11 @@ rule speed:
         "logs/speed/{target}.log",
     benchmark:
         "work/benchmarks/speed/{target}.tsv"
-    threads: workflow.cores
+    threads: CORES
     resources:
-        gpu=1,
+        gpu=RES("speed", "gpu"),
+        mem_mb=RES("speed", "mem_mb"),
+        runtime=RES("speed", "runtime"),
     conda:
         "envs/prunebench.yaml"
     shell:

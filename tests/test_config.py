@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
@@ -75,3 +76,36 @@ def test_trained_models_regenerate_from_their_recipe() -> None:
     with pytest.raises(ValueError, match="recipe"):
         get_spec("x", {"x": {"arch": "opt", "description": "d", "recipe": "--arch opt",
                              "source": {"kind": "hub", "id": "a/b"}}})
+
+
+def test_cluster_resources_scale_with_model_size() -> None:
+    from bench.workflow import job_resources
+
+    cpu = load_config(DEFAULT_CONFIG)
+    paper = load_config(REPO_ROOT / "config" / "paper.yaml")
+    small = job_resources("prune", "opt-125m", paper, "sparsegpt")
+    big = job_resources("prune", "llama-2-7b", paper, "sparsegpt")
+    assert small["gpu"] == big["gpu"] == 1                       # paper config runs on CUDA
+    assert big["mem_mb"] > small["mem_mb"] and big["runtime"] > small["runtime"]
+    assert big["mem_mb"] == int(4096 + 6144 * 6.7)
+    model_level = job_resources("prune", "llama-2-7b", paper, "darwinlm")
+    assert model_level["mem_mb"] > big["mem_mb"] and model_level["runtime"] > big["runtime"]
+    assert job_resources("prepare", "llama-2-7b", paper)["gpu"] == 0    # downloads need no GPU
+    assert job_resources("prune", "smollm2-135m", cpu, "wanda")["gpu"] == 0   # a CPU grid never waits
+
+
+def test_zoo_params_b_is_validated(tmp_path: Path) -> None:
+    from bench.models import load_zoo
+
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text("m:\n  arch: opt\n  params_b: -1\n  description: x\n  source: {kind: hub, id: a/b}\n")
+    with pytest.raises(ValueError, match="params_b must be a positive number"):
+        load_zoo(zoo)
+
+
+def test_paper_grid_plans_every_model() -> None:
+    cfg = load_config(REPO_ROOT / "config" / "paper.yaml")
+    runs, _ = plan(cfg)
+    assert {r.model for r in runs} == set(cfg["models"]) and len(cfg["models"]) == 10
+    assert cfg["evaluation"]["zeroshot"]["limit"] is None          # full evaluation sets
+    assert (cfg["calibration"]["n_samples"], cfg["calibration"]["seqlen"]) == (128, 2048)
