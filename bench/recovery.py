@@ -82,45 +82,49 @@ def lora_recover(model: torch.nn.Module, target_modules: list[str], token_ids: t
     config = peft.LoraConfig(task_type="CAUSAL_LM", r=settings.rank, lora_alpha=settings.alpha,
                              lora_dropout=settings.dropout, target_modules=targets, bias="none")
     tuner, merged = None, False
-    try:
-        tuner = peft.LoraModel(model, config, "default")  # injects LoRA layers into `model` in place
-        params = [p for n, p in model.named_parameters() if "lora_" in n]
-        for p in params:
-            p.requires_grad_(True)
-        opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
-        model.train()
-        for mod in model.modules():  # Mamba mixers: the fused training kernel would bypass x_proj's LoRA
-            if hasattr(mod, "A_log") and hasattr(mod, "x_proj"):
-                mod.training = False  # flag only: children (LoRA dropout) stay in train mode
-        losses: list[float] = []
-        t0 = time.perf_counter()
-        bar = tqdm(_batches(token_ids.shape[0], settings.batch_size, settings.steps, settings.seed),
-                   desc="LoRA recovery", disable=not progress)
-        for rows in bar:
-            batch = token_ids[rows].to(device=device, dtype=torch.long)
-            loss = model(input_ids=batch, labels=batch).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, _GRAD_CLIP)
-            opt.step()
-            losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        seconds = time.perf_counter() - t0
-        with torch.no_grad():
-            result = tuner.merge_and_unload()
-        merged = True
-    finally:
-        if not merged and tuner is not None:  # training failed: drop the adapters, weights unchanged
-            tuner.unload()
-        if hasattr(model, "peft_config"):  # older peft versions leave it behind after unloading
-            del model.peft_config
-        model.eval()
-        for n, p in model.named_parameters():
-            p.data = p.data.to(dtypes.get(n, p.dtype))
-            p.requires_grad_(requires_grad.get(n, p.requires_grad))
-            p.grad = None
-        for n, b in model.named_buffers():
-            b.data = b.data.to(dtypes.get(n, b.dtype))
+    # LoRA init and dropout draw from the global RNG: seed it for this run, and give the
+    # caller its own RNG state back afterwards
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        try:
+            tuner = peft.LoraModel(model, config, "default")  # injects LoRA layers into `model` in place
+            params = [p for n, p in model.named_parameters() if "lora_" in n]
+            for p in params:
+                p.requires_grad_(True)
+            opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+            model.train()
+            for mod in model.modules():  # Mamba mixers: the fused training kernel would bypass x_proj's LoRA
+                if hasattr(mod, "A_log") and hasattr(mod, "x_proj"):
+                    mod.training = False  # flag only: children (LoRA dropout) stay in train mode
+            losses: list[float] = []
+            t0 = time.perf_counter()
+            bar = tqdm(_batches(token_ids.shape[0], settings.batch_size, settings.steps, settings.seed),
+                       desc="LoRA recovery", disable=not progress)
+            for rows in bar:
+                batch = token_ids[rows].to(device=device, dtype=torch.long)
+                loss = model(input_ids=batch, labels=batch).loss
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, _GRAD_CLIP)
+                opt.step()
+                losses.append(float(loss.detach()))
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            seconds = time.perf_counter() - t0
+            with torch.no_grad():
+                result = tuner.merge_and_unload()
+            merged = True
+        finally:
+            if not merged and tuner is not None:  # training failed: drop the adapters, weights unchanged
+                tuner.unload()
+            if hasattr(model, "peft_config"):  # older peft versions leave it behind after unloading
+                del model.peft_config
+            model.eval()
+            for n, p in model.named_parameters():
+                p.data = p.data.to(dtypes.get(n, p.dtype))
+                p.requires_grad_(requires_grad.get(n, p.requires_grad))
+                p.grad = None
+            for n, b in model.named_buffers():
+                b.data = b.data.to(dtypes.get(n, b.dtype))
     if result is not model:
         raise RuntimeError("peft merge_and_unload returned a new object instead of the caller's model")
     if {k: tuple(v.shape) for k, v in model.state_dict().items()} != before:
