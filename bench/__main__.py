@@ -1,5 +1,5 @@
-"""Command line: list | plan | prepare | calib | level-db | prune | zeroshot | evaluate | leaderboard |
-train.
+"""Command line: list | plan | prepare | calib | level-db | prune | zeroshot | evaluate | speed |
+leaderboard | new-method | train.
 
 Owns argument parsing and turning PruneBench errors into one clear line (exit code 2). All
 work is done by importable functions (bench.pipeline, bench.leaderboard, bench.train).
@@ -28,7 +28,8 @@ def _cmd_list(args: argparse.Namespace) -> None:
         out.append(f"  {key:<16} {spec.arch:<6} {spec.source.get('kind'):<10} {spec.description}{tag}")
     out.append("methods:")
     for name, cls in registry.available().items():
-        out.append(f"  {name:<16} {cls.kind:<10} {cls.capabilities.describe()}")
+        out.append(f"  {name:<16} {cls.kind:<10} {cls.capabilities.describe()} "
+                   f"[{registry.origin(name)}]")
         if cls.description:
             out.append(f"  {'':<16} {cls.description}")
     for name, err in registry.plugin_errors().items():
@@ -132,6 +133,15 @@ def _cmd_leaderboard(args: argparse.Namespace) -> None:
     sys.stdout.write(f"{index}\n")
 
 
+def _cmd_new_method(args: argparse.Namespace) -> None:
+    from bench.scaffold import new_method
+
+    method, test = new_method(args.name, args.kind)
+    sys.stdout.write(f"{method}\n{test}\nnext: edit {method}, then\n"
+                     f"  python -m pytest -q {test}\n"
+                     f"  add '{args.name}: {{}}' under methods: in a grid config and run snakemake\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true")
@@ -188,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--results", default="results")
     s.add_argument("--out", default="site/_build")
     s.set_defaults(fn=_cmd_leaderboard)
+    s = sub.add_parser("new-method", help="write a ready-to-edit method file and its tests")
+    s.add_argument("name", help="the method's name (a lowercase identifier, e.g. row_magnitude)")
+    s.add_argument("--kind", choices=("layerwise", "model"), default="layerwise",
+                   help="layerwise: one function per weight matrix; model: given the whole model")
+    s.set_defaults(fn=_cmd_new_method)
     sub.add_parser("train", help="train a tiny zoo model: python -m bench train --help")
     return p
 

@@ -110,6 +110,10 @@ def plan(cfg: dict[str, Any]) -> tuple[list[Run], list[tuple[Run, str]]]:
                     dropped.append((run, str(exc)))
                     continue
                 runs.append(run)
+    for name in cfg["methods"]:            # a method line that yields nothing is a config error
+        if not any(r.method == name for r in runs):
+            why = next((w for r, w in dropped if r.method == name), "no model or pattern")
+            raise PruneBenchError(f"config: method '{name}' has no run in this grid ({why})")
     return runs, dropped
 
 

@@ -48,7 +48,9 @@ RUN_SCHEMA: dict[str, Any] = {
             "trained_here": {"type": "boolean"}, "n_layers": {"type": "integer", "minimum": 1}}),
         "method": _obj({
             "name": _STR, "params": {"type": "object"},
-            "kind": {"enum": ["layerwise", "model", "baseline"]}}),
+            "kind": {"enum": ["layerwise", "model", "baseline"]},
+            # where the code came from: 'methods/<file>.py' or '<distribution> <version>'
+            "origin": _STR}, optional=("origin",)),
         "pattern": {**_obj({
             "slug": {"type": "string", "pattern": "^[a-z0-9][a-z0-9.-]*$"},
             "kind": {"enum": ["dense", "unstructured", "nm", "structured"]},

@@ -166,11 +166,13 @@ def methods_context(rows: list[dict[str, Any]]) -> dict[str, Any]:
     items = []
     for name in sorted({r["method"] for r in rows}):
         n_runs = sum(r["method"] == name for r in rows)
+        origins = sorted({r.get("method_origin") or "" for r in rows if r["method"] == name} - {""})
         cls = known.get(name)
         if cls is None:
-            items.append({"name": name, "n_runs": n_runs, "installed": False})
+            items.append({"name": name, "n_runs": n_runs, "installed": False, "origins": origins})
             continue
         items.append({"name": name, "n_runs": n_runs, "installed": True, "kind": cls.kind,
+                      "origins": origins,
                       "paper": getattr(cls, "paper", ""), "description": cls.description,
                       "capabilities": cls.capabilities.describe(),
                       "params": _defaults(cls)})

@@ -23,11 +23,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench.structure import layer_units, shrink, slice_params, structured_params, unit_view
+from bench.structure import layer_units, shrink, slice_params, unit_view
 from methods.base import (Capabilities, ModelData, ModelMethod, ModelResult, Pattern,
                           PruneBenchError)
 from methods.registry import register
-from methods.units import allocate, layer_range, removed_fraction
+from methods.units import allocate, keep_top, layer_range, removed_fraction, unit_param_counts
 
 log = logging.getLogger(__name__)
 IMPORTANCE = ("taylor", "taylor2", "vector")
@@ -140,20 +140,14 @@ class LLMPruner(ModelMethod):
         if p.seqlen > data.calib_ids.shape[1] or p.n_samples > data.calib_ids.shape[0]:
             raise PruneBenchError(f"{self.name}: needs {p.n_samples} x {p.seqlen} calibration "
                                   f"tokens, the calibration set is {tuple(data.calib_ids.shape)}")
-        units = layer_units(model, adapter)
-        sizes = structured_params(model, adapter)
-        unit_params = [{k: sizes[f"{i}.{k}"] // n for k, n in u.items()} for i, u in enumerate(units)]
+        units, unit_params = unit_param_counts(model, adapter)
         blocks = layer_range(len(units), p.layer_start, p.layer_end)
         remove = allocate(units, unit_params, blocks, pattern.sparsity)
         t0 = time.perf_counter()
         scores = gradient_importance(model, adapter, data.calib_ids[:p.n_samples, :p.seqlen],
                                      p.importance, p.aggregate, self.progress)
         t_importance = time.perf_counter() - t0
-        keep = []
-        for i, per_kind in enumerate(scores):
-            keep.append({k: s.argsort(descending=True)[: units[i][k] - remove[i][k]].sort().values
-                         for k, s in per_kind.items()})
-        small = shrink(model, adapter, keep)
+        small = shrink(model, adapter, keep_top(scores, units, remove))
         report: dict[str, Any] = {
             "pruned_blocks": blocks, "removed_units": remove,
             "planned_fraction": removed_fraction(units, unit_params, remove),

@@ -1,15 +1,19 @@
-"""The method registry: built-in methods, the `@register` decorator, and entry-point plugins.
+"""The method registry: method files in methods/, the `@register` decorator, entry-point plugins.
 
-Owns: name -> Method class. Built-ins are the modules in methods/ listed in BUILTIN_MODULES;
-outside packages register through the entry-point group `prunebench.methods` (each entry point
-points at a Method subclass). Duplicate names raise; unknown names say "did you mean"; a plugin
-that fails to import is reported by name with its error and does not break the others.
+Owns: name -> Method class, and where each came from. Every module file in the methods/ package
+is imported on first use (drop a file in, it is registered: no list to edit); outside packages
+register through the entry-point group `prunebench.methods` (each entry point names a Method
+subclass, or a module whose import registers its methods). Duplicate names raise; unknown names
+say "did you mean"; a method file or plugin that fails to import is reported by name with its
+error and does not break the others.
 """
 from __future__ import annotations
 
 import importlib
 import logging
+import pkgutil
 from importlib.metadata import entry_points
+from types import ModuleType
 from typing import Any
 
 from methods.base import Method, PruneBenchError, did_you_mean
@@ -17,11 +21,13 @@ from methods.base import Method, PruneBenchError, did_you_mean
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "prunebench.methods"
-BUILTIN_MODULES = ("methods.dense", "methods.magnitude", "methods.wanda", "methods.sparsegpt",
-                   "methods.apt", "methods.llm_pruner", "methods.darwinlm")
+# modules of the methods/ package that hold shared code, never a method
+SUPPORT_MODULES = frozenset({"base", "registry", "masks", "units", "evolution", "structured_obs"})
 
 _REGISTRY: dict[str, type[Method]] = {}
+_ORIGIN: dict[str, str] = {}
 _PLUGIN_ERRORS: dict[str, str] = {}
+_loading_origin: str | None = None
 _loaded = False
 
 
@@ -37,15 +43,52 @@ def register(cls: type[Method]) -> type[Method]:
                               f"({existing.__module__}.{existing.__name__} and "
                               f"{cls.__module__}.{cls.__name__})")
     _REGISTRY[cls.name] = cls
+    module = cls.__module__
+    in_tree = module.startswith("methods.") and module.count(".") == 1
+    _ORIGIN.setdefault(cls.name, module.replace(".", "/") + ".py" if in_tree
+                       else _loading_origin or module)
     return cls
+
+
+def method_modules() -> list[str]:
+    """Every module of the methods/ package that may define methods, sorted."""
+    import methods
+
+    return sorted(f"methods.{m.name}" for m in pkgutil.iter_modules(methods.__path__)
+                  if not m.name.startswith("_") and m.name not in SUPPORT_MODULES)
+
+
+def _import_as(origin: str | None, load: Any) -> Any:
+    global _loading_origin
+    _loading_origin = origin
+    try:
+        return load()
+    finally:
+        _loading_origin = None
+
+
+def _load_files() -> None:
+    for module in method_modules():
+        origin = module.replace(".", "/") + ".py"
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # a broken method file must not break the others
+            key = module.rsplit(".", 1)[1]
+            _PLUGIN_ERRORS[key] = f"{origin}: {type(exc).__name__}: {exc}"
+            log.warning("method file %s failed to import: %s", origin, exc)
 
 
 def _load_plugins() -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        origin = f"{dist.name} {dist.version}" if dist is not None else ep.value
         try:
-            obj = ep.load()
+            obj = _import_as(origin, ep.load)
             if isinstance(obj, type) and issubclass(obj, Method):
-                register(obj)
+                _import_as(origin, lambda: register(obj))
+            elif not isinstance(obj, ModuleType):
+                raise PruneBenchError(f"entry point {ep.value} is neither a Method subclass "
+                                      f"nor a module")
         except Exception as exc:  # a broken plugin must not break the others
             _PLUGIN_ERRORS[ep.name] = f"{type(exc).__name__}: {exc}"
             log.warning("method plugin '%s' (%s) failed to load: %s", ep.name, ep.value, exc)
@@ -56,14 +99,19 @@ def ensure_loaded() -> None:
     if _loaded:
         return
     _loaded = True
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
+    _load_files()
     _load_plugins()
 
 
 def available() -> dict[str, type[Method]]:
     ensure_loaded()
     return dict(sorted(_REGISTRY.items()))
+
+
+def origin(name: str) -> str:
+    """Where a registered method comes from: 'methods/<file>.py' or '<distribution> <version>'."""
+    get(name)
+    return _ORIGIN[name]
 
 
 def plugin_errors() -> dict[str, str]:
@@ -77,7 +125,8 @@ def get(name: str) -> type[Method]:
         return _REGISTRY[name]
     if name in _PLUGIN_ERRORS:
         raise PruneBenchError(f"method plugin '{name}' failed to load: {_PLUGIN_ERRORS[name]}")
-    raise PruneBenchError(f"unknown method '{name}'{did_you_mean(name, list(_REGISTRY))}")
+    broken = f" (failed to load: {'; '.join(_PLUGIN_ERRORS.values())})" if _PLUGIN_ERRORS else ""
+    raise PruneBenchError(f"unknown method '{name}'{did_you_mean(name, list(_REGISTRY))}{broken}")
 
 
 def create(name: str, params: dict[str, Any] | None = None) -> Method:

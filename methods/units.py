@@ -5,10 +5,18 @@ the parameters one unit carries, and `allocate`, which turns "remove this fracti
 structured-prunable parameters" into per-block unit counts. Units are coarse for some kinds
 (SmolLM2's attention has 3 KV groups per block), so coarse kinds are rounded first and the
 finest kind (MLP / SSM channels) absorbs the rounding, keeping the total on target.
+
+A structured method needs three calls beyond its own scoring: `budget` (how many units of each
+kind every block loses), `unit_weights` (each unit's weights, one row per unit, to score) and
+`keep_top` (the best-scored units that stay); `bench.structure.shrink` then cuts the model.
 """
 from __future__ import annotations
 
 import math
+from typing import Any
+
+import torch
+from torch import nn
 
 from methods.base import PruneBenchError
 
@@ -58,3 +66,45 @@ def removed_fraction(units: Units, unit_params: list[dict[str, int]], remove: Un
     total = sum(units[i][k] * unit_params[i][k] for i in range(len(units)) for k in units[i])
     gone = sum(remove[i][k] * unit_params[i][k] for i in range(len(units)) for k in remove[i])
     return gone / total if total else math.nan
+
+
+def unit_param_counts(model: nn.Module, adapter: Any) -> tuple[Units, list[dict[str, int]]]:
+    """Units per block and kind, and the parameters one unit of each kind carries per block."""
+    from bench.structure import layer_units, structured_params
+
+    units = layer_units(model, adapter)
+    sizes = structured_params(model, adapter)
+    return units, [{k: sizes[f"{i}.{k}"] // n for k, n in u.items()} for i, u in enumerate(units)]
+
+
+def budget(model: nn.Module, adapter: Any, sparsity: float, layer_start: float = 0.0,
+           layer_end: float = 1.0) -> tuple[Units, Units]:
+    """(units, remove): per block, kind -> unit count now and how many to remove, so that about
+    `sparsity` of the structured parameters go, taken from the blocks of the layer range."""
+    units, per_unit = unit_param_counts(model, adapter)
+    blocks = layer_range(len(units), layer_start, layer_end)
+    return units, allocate(units, per_unit, blocks, sparsity)
+
+
+@torch.no_grad()
+def unit_weights(model: nn.Module, adapter: Any) -> list[dict[str, list[torch.Tensor]]]:
+    """Per block: unit kind -> one [units, elements] view per tensor the kind spans (every weight
+    and bias that goes when a unit goes, e.g. a head's q/k/v rows and its o_proj columns)."""
+    from bench.structure import layer_units, slice_params, unit_view
+
+    units = layer_units(model, adapter)
+    return [{c.kind: [unit_view(t.detach(), dim, copies, units[i][c.kind])
+                      for t, dim, copies in slice_params(block, c)]
+             for c in adapter.coupled}
+            for i, block in enumerate(adapter.blocks(model))]
+
+
+def keep_top(scores: list[dict[str, torch.Tensor]], units: Units,
+             remove: Units) -> list[dict[str, torch.Tensor]]:
+    """Per block: kind -> ascending indices of the units that stay (the highest scores).
+    scores[i][kind]: [units] importance, higher = keep."""
+    keep = []
+    for i, per_kind in enumerate(scores):
+        keep.append({k: s.argsort(descending=True)[: units[i][k] - remove[i][k]].sort().values
+                     for k, s in per_kind.items()})
+    return keep

@@ -43,3 +43,26 @@ def arch(request: pytest.FixtureRequest) -> str:
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def install_plugins(target: Path) -> dict[str, str]:
+    """pip-install the outside packages of tests/plugins into `target` (a copy of each source
+    is built, so the tree stays clean) and return an environment that puts them on the path."""
+    import shutil
+    import subprocess
+
+    for name in ("example", "broken"):
+        src = target.parent / f"src-{name}"
+        shutil.copytree(ROOT / "tests" / "plugins" / name, src, dirs_exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+                        "--no-build-isolation", "--target", str(target), str(src)],
+                       check=True, capture_output=True, text=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), env.get("PYTHONPATH")]))
+    return env
+
+
+@pytest.fixture(scope="session")
+def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An environment in which the example plugin (and a broken one) are installed."""
+    return install_plugins(tmp_path_factory.mktemp("plugins") / "site")

@@ -56,3 +56,47 @@ def test_broken_plugin_reported_by_name(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(PruneBenchError, match="plugin 'mybroken' failed to load"):
         registry.get("mybroken")
     assert registry.get("magnitude") is not None
+
+
+def test_a_dropped_file_registers_and_a_broken_file_is_named(tmp_path, monkeypatch) -> None:
+    import sys
+    import textwrap
+
+    import methods
+
+    (tmp_path / "dropped_rule.py").write_text(textwrap.dedent('''
+        from methods.base import Capabilities, LayerwiseMethod
+        from methods.registry import register
+
+        @register
+        class Dropped(LayerwiseMethod):
+            name = "dropped_rule"
+            capabilities = Capabilities(kinds=frozenset({"unstructured"}))
+            description = "a file dropped into methods/"
+    '''))
+    (tmp_path / "broken_rule.py").write_text("raise RuntimeError('half-written')\n")
+    monkeypatch.setattr(methods, "__path__", [*methods.__path__, str(tmp_path)])
+    for name, value in (("_REGISTRY", dict(registry._REGISTRY)), ("_ORIGIN", dict(registry._ORIGIN)),
+                        ("_PLUGIN_ERRORS", {}), ("_loaded", False)):
+        monkeypatch.setattr(registry, name, value)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [])
+    for mod in ("methods.dropped_rule", "methods.broken_rule"):
+        monkeypatch.delitem(sys.modules, mod, raising=False)
+    assert "methods.dropped_rule" in registry.method_modules()
+    assert "dropped_rule" in registry.available() and "wanda" in registry.available()
+    assert registry.origin("dropped_rule") == "methods/dropped_rule.py"
+    assert registry.plugin_errors()["broken_rule"] == "methods/broken_rule.py: RuntimeError: half-written"
+    with pytest.raises(PruneBenchError, match="unknown method 'nope'.*failed to load: methods/broken_rule.py"):
+        registry.get("nope")
+    monkeypatch.delitem(sys.modules, "methods.dropped_rule", raising=False)
+
+
+def test_a_method_line_without_runs_is_a_config_error() -> None:
+    from bench.config import load_config, plan
+    from bench.contract import _smoke_config
+
+    raw = _smoke_config()
+    raw["patterns"] = ["structured-20"]
+    raw["methods"] = {"wanda": {}, "llm_pruner": {"n_samples": 4, "seqlen": 64}}
+    with pytest.raises(PruneBenchError, match="method 'wanda' has no run in this grid.*cannot do pattern"):
+        plan(load_config(raw))

@@ -1,4 +1,8 @@
-"""End to end: `snakemake` on config/smoke.yaml plans, runs, validates and builds the site."""
+"""End to end: `snakemake` on config/smoke.yaml plans, runs, validates and builds the site.
+
+The grid also holds an outside method: the example plugin of tests/plugins (installed into a
+temporary folder, registered through the `prunebench.methods` entry point) added to the smoke
+grid with one config line, as a user would add theirs."""
 from __future__ import annotations
 
 import json
@@ -9,32 +13,42 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import load_config, plan
+from bench.config import Run, load_config, plan
 from bench.packages import REPO_ROOT
 from bench.results import load_run
 from methods.base import parse_pattern
 
 SMOKE = REPO_ROOT / "config" / "smoke.yaml"
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"),
-             "--configfile", str(SMOKE), "--cores", "2"]
+PLUGIN_LINE = "  row_magnitude: {}          # an outside package's method: one line\n"
 
 
-def _snakemake(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *extra], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=1800)
+def _snakemake(workdir: Path, config: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"),
+           "--configfile", str(config), "--cores", "2", "--directory", str(workdir), *extra]
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=2400)
 
 
 @pytest.mark.slow
-def test_smoke_grid_end_to_end(tmp_path: Path) -> None:
-    dry = _snakemake(tmp_path, "-n")
+def test_smoke_grid_end_to_end(tmp_path: Path, plugin_env: dict[str, str]) -> None:
+    text = SMOKE.read_text()
+    config = tmp_path / "smoke-plugin.yaml"
+    config.write_text(text.replace("methods:\n", "methods:\n" + PLUGIN_LINE, 1))
+    dry = _snakemake(tmp_path, config, plugin_env, "-n")
     assert dry.returncode == 0, dry.stderr[-3000:]
-    res = _snakemake(tmp_path)
+    res = _snakemake(tmp_path, config, plugin_env)
     assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
     cfg = load_config(SMOKE)
     runs, _ = plan(cfg)
     # 3 tiny models x (dense + 4 layer-wise methods x 2 patterns + 3 structured methods x 1)
     assert len(runs) == 36
-    html = (tmp_path / cfg["site_dir"] / "index.html").read_text()
+    planned = subprocess.run([sys.executable, "-m", "bench", "plan", "--config", str(config)],
+                             cwd=REPO_ROOT, env=plugin_env, capture_output=True, text=True)
+    plugin_runs = [r for r in planned.stdout.split() if "/row_magnitude/" in r]
+    assert len(plugin_runs) == 6 and len(planned.stdout.split()) == 42
+    runs += [Run(*r.split("/")) for r in plugin_runs]
+    site = tmp_path / cfg["site_dir"]
+    html = (site / "leaderboard.html").read_text()      # every run's row; index.html is the overview
+    assert (site / "index.html").is_file() and (site / "plots.html").is_file()
     for run in runs:
         data = load_run(tmp_path / cfg["results_dir"] / "runs" / run.model / run.method
                         / f"{run.pattern}.json")
@@ -58,8 +72,14 @@ def test_smoke_grid_end_to_end(tmp_path: Path) -> None:
         assert rec["planned_cells"] + len(rec["unsupported"]) > 0
     if gpu_unavailable_reason() is not None:
         assert '<a href="speed/tiny-llama.json">no GPU</a>' in html
+    # the plugin's runs: on the leaderboard, its code named on the methods page
+    plugin_run = load_run(tmp_path / cfg["results_dir"] / "runs" / "tiny-opt" / "row_magnitude"
+                          / "2of4.json")
+    assert plugin_run["method"]["origin"] == "prunebench-example-plugin 0.1.0"
+    assert "row_magnitude" in html        # (each of its runs' perplexity was found above)
+    assert "prunebench-example-plugin 0.1.0" in (site / "methods.html").read_text()
     # temp checkpoints are gone; a second run has nothing to do
     assert not any((tmp_path / "work" / "pruned").rglob("*.safetensors"))
-    again = _snakemake(tmp_path)
+    again = _snakemake(tmp_path, config, plugin_env)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -1,0 +1,1 @@
+"""Example PruneBench plugin: one method, registered through an entry point."""
