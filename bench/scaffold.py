@@ -103,5 +103,5 @@ def new_method(name: str, kind: str = "layerwise", methods_dir: Path | None = No
         importlib.invalidate_caches()
         importlib.import_module(f"methods.{name}")              # registers it, or raises here
         registry.get(name)
-    log.info("wrote %s and %s", method_path, test_path)
+    log.debug("wrote %s and %s", method_path, test_path)
     return method_path, test_path

@@ -27,7 +27,15 @@ def write_effective_config(cfg: dict[str, Any], work: str = "work") -> str:
     return str(path)
 
 
-def prune_inputs(model: str, method: str) -> list[str]:
+def prune_inputs(model: str, method: str, result: str | None = None) -> list[str]:
+    """The caches a prune job waits for (prepared model, calibration ids, a method's own caches),
+    or none when the run's `result` JSON already exists. The caches only order new work: the
+    prune command builds any that is missing itself (atomically), and a finished run's
+    provenance (calibration hash, protocol) is in its JSON. Without this, a fresh clone adding
+    one method would rebuild a cache, and Snakemake would redo every committed run that
+    depends on it. Protocol changes still rerun runs, through the rules' params."""
+    if result is not None and Path(result).exists():
+        return []
     inputs = [f"work/prepared/{model}.json"]
     cls = registry.get(method)
     if cls.capabilities.needs_calibration:

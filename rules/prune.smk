@@ -3,7 +3,9 @@
 
 rule prune:
     input:
-        lambda wc: prune_inputs(wc.model, wc.method),
+        # caches only for runs not yet in results/ (bench/workflow.py: prune_inputs)
+        lambda wc: prune_inputs(wc.model, wc.method,
+                                f"{RESULTS}/runs/{wc.model}/{wc.method}/{wc.pattern}.json"),
     output:
         (directory if CFG["keep_checkpoints"] else lambda p: temp(directory(p)))(
             "work/pruned/{model}/{method}/{pattern}"
@@ -13,6 +15,7 @@ rule prune:
         config=CONFIG_JSON,
         method=lambda wc: json.dumps(CFG["methods"][wc.method], sort_keys=True),
         engine=json.dumps(CFG["engine"], sort_keys=True),
+        calibration=json.dumps(CFG["calibration"], sort_keys=True),
     log:
         "logs/prune/{model}/{method}/{pattern}.log",
     benchmark:

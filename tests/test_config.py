@@ -109,3 +109,18 @@ def test_paper_grid_plans_every_model() -> None:
     assert {r.model for r in runs} == set(cfg["models"]) and len(cfg["models"]) == 10
     assert cfg["evaluation"]["zeroshot"]["limit"] is None          # full evaluation sets
     assert (cfg["calibration"]["n_samples"], cfg["calibration"]["seqlen"]) == (128, 2048)
+
+
+def test_prune_waits_for_caches_only_for_runs_not_yet_done(tmp_path: Path) -> None:
+    """A finished run lists no cache inputs: rebuilding a cache for a new method (in a fresh
+    clone) must not make Snakemake redo committed runs (the e2e test checks the plan)."""
+    from bench.workflow import prune_inputs
+
+    result = tmp_path / "wanda" / "2of4.json"
+    assert prune_inputs("smollm2-135m", "wanda", str(result)) == [
+        "work/prepared/smollm2-135m.json", "work/calib/smollm2-135m.safetensors"]
+    assert prune_inputs("smollm2-135m", "magnitude", str(result)) == ["work/prepared/smollm2-135m.json"]
+    assert "work/darwinlm/opt-tiny.safetensors" in prune_inputs("opt-tiny", "darwinlm", str(result))
+    result.parent.mkdir(parents=True)
+    result.write_text("{}")
+    assert prune_inputs("smollm2-135m", "wanda", str(result)) == []

@@ -1,12 +1,14 @@
 """End to end: `snakemake` on config/smoke.yaml plans, runs, validates and builds the site.
 
-The grid also holds an outside method: the example plugin of tests/plugins (installed into a
-temporary folder, registered through the `prunebench.methods` entry point) added to the smoke
-grid with one config line, as a user would add theirs."""
+Then, as a fresh clone of those results (no caches, no Snakemake records), an outside method
+joins the grid with one config line: the example plugin of tests/plugins (installed into a
+temporary folder, registered through the `prunebench.methods` entry point). Only its runs are
+planned and run; they appear on the site; a third invocation has nothing to do."""
 from __future__ import annotations
 
 import json
-
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,11 +32,22 @@ def _snakemake(workdir: Path, config: Path, env: dict[str, str], *extra: str) ->
 
 @pytest.mark.slow
 def test_smoke_grid_end_to_end(tmp_path: Path, plugin_env: dict[str, str]) -> None:
-    text = SMOKE.read_text()
+    dry = _snakemake(tmp_path, SMOKE, plugin_env, "-n")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    res = _snakemake(tmp_path, SMOKE, plugin_env)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
+    # as a fresh clone of committed results (no caches, no Snakemake records) that adds one
+    # method line: only the new method's runs are planned, not the 36 committed ones again
+    for cache in (tmp_path / "work").iterdir():        # the caches Snakemake tracks here
+        if cache.name != "smoke":                       # work/smoke holds results/ and site/
+            shutil.rmtree(cache)
+    shutil.rmtree(tmp_path / ".snakemake")
     config = tmp_path / "smoke-plugin.yaml"
-    config.write_text(text.replace("methods:\n", "methods:\n" + PLUGIN_LINE, 1))
+    config.write_text(SMOKE.read_text().replace("methods:\n", "methods:\n" + PLUGIN_LINE, 1))
     dry = _snakemake(tmp_path, config, plugin_env, "-n")
     assert dry.returncode == 0, dry.stderr[-3000:]
+    counts = dict(re.findall(r"^(prune|zeroshot|evaluate)\s+(\d+)$", dry.stdout, re.M))
+    assert counts == {"prune": "6", "zeroshot": "6", "evaluate": "6"}, dry.stdout[-3000:]
     res = _snakemake(tmp_path, config, plugin_env)
     assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
     cfg = load_config(SMOKE)
