@@ -25,12 +25,12 @@ def test_shipped_configs_validate(name: str) -> None:
 def test_default_grid_plan() -> None:
     runs, dropped = plan(load_config(DEFAULT_CONFIG))
     ids = {r.id for r in runs}
-    # 3 models x (dense + 4 layer-wise methods x 4 patterns + 3 structured methods x 2 patterns)
-    assert len(runs) == 3 * (1 + 4 * 4 + 3 * 2)
-    assert len(dropped) == 3 * (4 * 2 + 3 * 4)     # the cross combinations, dropped by design
+    # 3 models x (dense + 5 layer-wise methods x 4 patterns + 3 structured methods x 2 patterns)
+    assert len(runs) == 3 * (1 + 5 * 4 + 3 * 2)
+    assert len(dropped) == 3 * (5 * 2 + 3 * 4)     # the cross combinations, dropped by design
     assert "smollm2-135m/dense/dense" in ids and "opt-tiny/sparsegpt/4of8" in ids
     assert "mamba-tiny/apt/2of4" in ids and "mamba-tiny/darwinlm/structured-50" in ids
-    assert "opt-tiny/llm_pruner_lora/structured-20" in ids
+    assert "opt-tiny/llm_pruner_lora/structured-20" in ids and "smollm2-135m/random/2of4" in ids
 
 
 @pytest.mark.parametrize("mutate,msg", [
@@ -60,7 +60,7 @@ def test_planner_drops_unsupported_with_reason() -> None:
     assert all((r.pattern == "structured-20") == (r.method in STRUCTURED) for r in runs
                if r.method != "dense")
     assert dropped and all("cannot do pattern" in why for _, why in dropped)
-    assert len(dropped) == 3 * (4 + 3)    # 3 models x (4 layer-wise x structured, 3 structured x 2of4)
+    assert len(dropped) == 3 * (5 + 3)    # 3 models x (5 layer-wise x structured, 3 structured x 2of4)
 
 
 def test_trained_models_regenerate_from_their_recipe() -> None:
