@@ -35,7 +35,8 @@ LAYER_PATTERNS = {"unstructured": ("unstructured-50", "unstructured-70"), "nm": 
 TINY_MODELS = {"llama": "tiny-llama", "opt": "tiny-opt", "mamba": "tiny-mamba"}
 
 
-def _smoke_config() -> dict[str, Any]:
+def smoke_config() -> dict[str, Any]:
+    """config/smoke.yaml as parsed YAML (the protocol the contract runs end to end)."""
     from bench.config import read_yaml
     from bench.packages import REPO_ROOT
 
@@ -114,7 +115,7 @@ class MethodContract:
     def test_one_config_line_plans_the_declared_runs(self) -> None:
         from bench.config import load_config, plan
 
-        raw = _smoke_config()
+        raw = smoke_config()
         raw["methods"] = {self.method: dict(self.params)}
         raw["patterns"] = [p for k, p in E2E_PATTERN.items() if k != "dense"]
         runs, dropped = plan(load_config(raw))
@@ -131,7 +132,7 @@ class MethodContract:
         from bench.pipeline import evaluate, prune
         from bench.results import load_run, validate_run
 
-        raw = _smoke_config()
+        raw = smoke_config()
         raw["methods"] = {self.method: dict(self.params)}
         raw["results_dir"] = str(tmp_path / "results")
         cfg = load_config(raw)

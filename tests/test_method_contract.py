@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.contract import _smoke_config, contract_for
+from bench.contract import contract_for, smoke_config
 from methods import registry
 
 HERE = Path(__file__).resolve().parent
 
 
 def _covered_here() -> dict[str, dict]:
-    smoke = _smoke_config()["methods"]
+    smoke = smoke_config()["methods"]
     return {name: dict(smoke.get(name) or {}) for name in registry.available()
             if registry.origin(name).startswith("methods/")
             and not (HERE / f"test_method_{name}.py").exists()}

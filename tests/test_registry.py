@@ -93,9 +93,9 @@ def test_a_dropped_file_registers_and_a_broken_file_is_named(tmp_path, monkeypat
 
 def test_a_method_line_without_runs_is_a_config_error() -> None:
     from bench.config import load_config, plan
-    from bench.contract import _smoke_config
+    from bench.contract import smoke_config
 
-    raw = _smoke_config()
+    raw = smoke_config()
     raw["patterns"] = ["structured-20"]
     raw["methods"] = {"wanda": {}, "llm_pruner": {"n_samples": 4, "seqlen": 64}}
     with pytest.raises(PruneBenchError, match="method 'wanda' has no run in this grid.*cannot do pattern"):
