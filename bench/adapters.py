@@ -53,6 +53,7 @@ class ArchAdapter:
     taps: tuple[tuple[str, Tap], ...] = ()  # (linear name, where its input is read)
     notes: str = ""                        # what is deliberately not pruned, and why
     coupled: tuple[Coupled, ...] = ()      # structural units, for structured pruning
+    recurrent: bool = False                # a state-space model: its cache is a state, not keys
 
     def coupled_kind(self, kind: str) -> Coupled:
         for c in self.coupled:
@@ -151,6 +152,7 @@ MAMBA = ArchAdapter(
                 module_attrs=(("mixer", "intermediate_size"), ("mixer.conv1d", "in_channels"),
                               ("mixer.conv1d", "out_channels"), ("mixer.conv1d", "groups"))),
     ),
+    recurrent=True,
     notes="conv1d (depthwise, 4 taps per channel, <1% of a block's weights) and the SSM "
           "parameters A_log, D stay dense: they are not matrices a layer-wise method reconstructs",
 )

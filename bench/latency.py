@@ -5,8 +5,10 @@ models against their dense original on the same machine. One *run* is a prefill 
 random prompt [batch, prompt_len] with use_cache=True and logits for the last position only, as
 serving does (timed), followed by `decode_tokens` greedy
 single-token steps that feed back the argmax token and the returned cache (timed separately, so
-decode time excludes the prefill). Works for Llama / OPT (`past_key_values`) and Mamba
-(`cache_params`, a DynamicCache in transformers 5.x; no cache_position needed).
+decode time excludes the prefill). Works for Llama, OPT and Mamba under every transformers 5.x
+we support: the cache goes in and comes out under the name the model's forward takes
+(`cache` from 5.24 on for every model; before that `past_key_values`, or `cache_params` for
+Mamba). No cache_position is needed.
 
 `measure` runs warm-ups then `repeats` timed runs and reports medians plus the raw seconds;
 `compare` does the same for two models with runs interleaved (dense, pruned, dense, ...) so that
@@ -35,15 +37,28 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# transformers >= 5.24 (every model); < 5.24 attention models; < 5.24 Mamba
+CACHE_NAMES = ("cache", "past_key_values", "cache_params")
+
+
 def cache_kwarg(model: torch.nn.Module) -> str:
-    """Name of the forward argument that takes the cache: Mamba uses `cache_params`."""
+    """Name of the forward argument that takes the cache; the output field has the same name.
+
+    Checked by signature, not by version: forward also takes **kwargs, so a wrong name would be
+    swallowed silently and every decode step would start from an empty state."""
     params = inspect.signature(model.forward).parameters
-    return "cache_params" if "cache_params" in params else "past_key_values"
+    for name in CACHE_NAMES:
+        if name in params:
+            return name
+    raise TypeError(f"{type(model).__name__}.forward takes none of {CACHE_NAMES}: "
+                    "cannot decode with a cache")
 
 
-def _cache_of(out: Any) -> Any:
-    cache = getattr(out, "past_key_values", None)
-    return cache if cache is not None else getattr(out, "cache_params", None)
+def _cache_of(out: Any, key: str) -> Any:
+    cache = getattr(out, key, None)
+    if cache is None:
+        raise RuntimeError(f"the model returned no '{key}' although use_cache=True")
+    return cache
 
 
 def _run_once(model: torch.nn.Module, ids: torch.Tensor, decode_tokens: int,
@@ -61,13 +76,13 @@ def _run_once(model: torch.nn.Module, ids: torch.Tensor, decode_tokens: int,
         _sync(device)
         t1 = time.perf_counter()
         logits = out.logits[:, -1, :]                       # [batch, vocab]
-        cache = _cache_of(out)
+        cache = _cache_of(out, key)
         for _ in range(decode_tokens):
             if keep_logits:
                 kept.append(logits.float().clone())
             token = logits.argmax(dim=-1, keepdim=True)    # [batch, 1]
             out = model(input_ids=token, use_cache=True, logits_to_keep=1, **{key: cache})
-            logits, cache = out.logits[:, -1, :], _cache_of(out)
+            logits, cache = out.logits[:, -1, :], _cache_of(out, key)
         _sync(device)
         t2 = time.perf_counter()
     if keep_logits:

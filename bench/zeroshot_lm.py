@@ -23,10 +23,18 @@ import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
 from tqdm.auto import tqdm
 
+from bench.adapters import ADAPTERS
 from bench.latency import cache_kwarg
 
 log = logging.getLogger(__name__)
 Request = tuple[tuple[str, str], list[int], list[int]]
+
+
+def shares_contexts(model: torch.nn.Module) -> bool:
+    """Whether a context's cache can be continued by a multi-token step: attention models of a
+    known architecture only (not recurrent ones, and not an architecture we have no adapter for)."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return any(model_type in a.model_types and not a.recurrent for a in ADAPTERS.values())
 
 
 class PrefixSharingLM(HFLM):
@@ -38,7 +46,7 @@ class PrefixSharingLM(HFLM):
         ids = torch.tensor([ctx], device=self.device)                           # [1, Lc]
         out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
         first = F.log_softmax(out.logits[0, -1].float(), dim=-1)                # [V]: cont[0]
-        cache = getattr(out, key)
+        cache = getattr(out, key)                                               # filled by use_cache
         n, width = len(conts), max(len(c) for c in conts) - 1
         results = []
         if width > 0:
@@ -62,7 +70,7 @@ class PrefixSharingLM(HFLM):
 
     def _loglikelihood_tokens(self, requests: list[Request], disable_tqdm: bool = False,
                               override_bs: int | None = None) -> list[tuple[float, bool]]:
-        if self.backend != "causal" or cache_kwarg(self.model) == "cache_params":
+        if self.backend != "causal" or not shares_contexts(self.model):
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         long: list[int] = []

@@ -50,6 +50,25 @@ def test_decode_matches_full_forward(arch: str) -> None:
     assert torch.equal(tokens, full[:, 9:-1].argmax(-1))
 
 
+def test_cache_kwarg_is_what_forward_takes_and_returns(arch: str) -> None:
+    import inspect
+    model = tiny_model(arch)
+    key = latency.cache_kwarg(model)
+    assert key in inspect.signature(model.forward).parameters
+    with torch.inference_mode():
+        out = model(input_ids=torch.zeros(1, 3, dtype=torch.long), use_cache=True)
+    assert getattr(out, key) is not None
+
+
+def test_cache_kwarg_refuses_a_forward_without_a_cache() -> None:
+    class NoCache(torch.nn.Module):
+        def forward(self, input_ids: torch.Tensor, **kwargs: object) -> torch.Tensor:
+            return input_ids
+
+    with pytest.raises(TypeError, match="cannot decode with a cache"):
+        latency.cache_kwarg(NoCache())
+
+
 def _narrow_llama_mlp(model: torch.nn.Module, widths: list[int]) -> torch.nn.Module:
     """Physically slice each layer's MLP to its own intermediate width (a structural prune)."""
     model = copy.deepcopy(model)

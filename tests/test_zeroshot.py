@@ -87,6 +87,14 @@ def test_equals_the_lm_eval_command_line(tmp_path) -> None:
             assert found[f"pb_{task}"][f"{m},none"] == pytest.approx(ours[f"zeroshot/{task}/{m}"])
 
 
+def test_only_attention_models_share_contexts() -> None:
+    from bench.zeroshot_lm import shares_contexts
+
+    assert shares_contexts(tiny_model("llama")) and shares_contexts(tiny_model("opt"))
+    assert not shares_contexts(tiny_model("mamba"))           # recurrent: HFLM's own path
+    assert not shares_contexts(torch.nn.Linear(2, 2))        # unknown: HFLM's own path
+
+
 def test_shared_contexts_give_lm_evals_loglikelihoods(arch: str) -> None:
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
