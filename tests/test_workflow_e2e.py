@@ -36,6 +36,11 @@ def test_smoke_grid_end_to_end(tmp_path: Path, plugin_env: dict[str, str]) -> No
     assert dry.returncode == 0, dry.stderr[-3000:]
     res = _snakemake(tmp_path, SMOKE, plugin_env)
     assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
+    # under --directory, the jobs' own caches (texts, unpacked packages) are this folder's
+    # work/, where the rules put theirs; only the immutable wheel downloads are shared
+    work = tmp_path / "work"
+    assert list((work / "corpora").glob("*.txt")) and (work / "pkgs").is_dir()
+    assert not (work / "wheels").exists()
     # as a fresh clone of committed results (no caches, no Snakemake records) that adds one
     # method line: only the new method's runs are planned, not the 36 committed ones again
     for cache in (tmp_path / "work").iterdir():        # the caches Snakemake tracks here
