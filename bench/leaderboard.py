@@ -97,6 +97,7 @@ def flat_rows(runs: list[dict[str, Any]],
             "speedup_decode": (run.get("speed") or {}).get("decode_speedup"),
             "speed_device": ((run.get("speed") or {}).get("dense") or {}).get("settings", {}).get("device"),
             "speed_file": None, "speed_status": None, "speed_reason": None,
+            **round_range(run.get("speed")),
         }
         row.update(run_speed(model["key"], pattern["slug"], speed or {}))
         row["speedup_text"], row["speedup_note"] = _speed_text(row)
@@ -104,11 +105,36 @@ def flat_rows(runs: list[dict[str, Any]],
     return rows
 
 
+def round_range(speed: dict[str, Any] | None) -> dict[str, float | int | None]:
+    """Spread of a latency comparison: the smallest and largest per-round speedup.
+
+    `latency.compare` interleaves dense and pruned runs and keeps every round's seconds; round i's
+    speedup is dense_seconds[i] / pruned_seconds[i] (same tokens, so the tokens/s ratio for
+    prefill and the ms/token ratio for decode). The headline figure is the ratio of medians; this
+    range says how far single rounds strayed from it. All None where no rounds were recorded."""
+    none: dict[str, float | int | None] = {"speedup_rounds": None, **{
+        f"speedup_{phase}_{end}": None for phase in ("prefill", "decode") for end in ("min", "max")}}
+    out: dict[str, float | int | None] = {}
+    dense, pruned = (speed or {}).get("dense") or {}, (speed or {}).get("pruned") or {}
+    for phase in ("prefill", "decode"):
+        d, p = dense.get(f"{phase}_seconds") or [], pruned.get(f"{phase}_seconds") or []
+        ratios = [a / b for a, b in zip(d, p) if b > 0]
+        if not ratios or len(ratios) != len(d) or len(d) != len(p):
+            return none
+        out[f"speedup_{phase}_min"], out[f"speedup_{phase}_max"] = min(ratios), max(ratios)
+        out["speedup_rounds"] = len(ratios)
+    return {**none, **out}
+
+
 def _speed_text(row: dict[str, Any]) -> tuple[str | None, str]:
     """The speedup cell: measured prefill / decode, "no GPU" for an unmeasured 2:4 run."""
     if row["speedup_prefill"] is not None:
-        return (f"{row['speedup_prefill']:.2f}x / {row['speedup_decode']:.2f}x",
-                f"prefill tokens/s and decode ms/token vs dense on {row['speed_device']}")
+        note = f"prefill tokens/s and decode ms/token vs dense on {row['speed_device']}"
+        if row.get("speedup_rounds"):
+            note += (f"; single rounds ranged {row['speedup_prefill_min']:.2f}-"
+                     f"{row['speedup_prefill_max']:.2f}x prefill, {row['speedup_decode_min']:.2f}-"
+                     f"{row['speedup_decode_max']:.2f}x decode over {row['speedup_rounds']} rounds")
+        return f"{row['speedup_prefill']:.2f}x / {row['speedup_decode']:.2f}x", note
     if row["speed_status"] == "no GPU":
         return "no GPU", row["speed_reason"] or ""
     return None, ""

@@ -155,3 +155,24 @@ def test_stand_in_speed_record_is_refused(results: Path, tmp_path: Path) -> None
     (results / "speed" / "opt-tiny.json").write_text(json.dumps(rec))
     with pytest.raises(ValueError, match="stand-in"):
         build_site(results, tmp_path / "site")
+
+
+def test_speedup_shows_the_per_round_range() -> None:
+    from bench.leaderboard import flat_rows, round_range
+
+    # rounds: dense 1.0, 2.0, 1.0 s; pruned 0.5, 1.0, 2.0 s -> per-round speedups 2, 2, 0.5
+    speed = {"kind": "structured_latency", "prefill_speedup": 1.0, "decode_speedup": 1.25,
+             "dense": {"prefill_seconds": [1.0, 2.0, 1.0], "decode_seconds": [4.0, 4.0, 5.0],
+                       "settings": {"device": "cpu"}},
+             "pruned": {"prefill_seconds": [0.5, 1.0, 2.0], "decode_seconds": [4.0, 2.0, 4.0]}}
+    assert round_range(speed) == {"speedup_rounds": 3, "speedup_prefill_min": 0.5,
+                                  "speedup_prefill_max": 2.0, "speedup_decode_min": 1.0,
+                                  "speedup_decode_max": 2.0}
+    run = example_run("opt-tiny", "llm_pruner", "structured-50", 400.0)
+    run["speed"] = speed
+    row = flat_rows([run])[0]
+    assert row["speedup_text"] == "1.00x / 1.25x"
+    assert "0.50-2.00x prefill, 1.00-2.00x decode over 3 rounds" in row["speedup_note"]
+    # no rounds recorded (or unequal counts): no range, and the note says nothing about one
+    for bad in (None, {**speed, "pruned": {"prefill_seconds": [1.0], "decode_seconds": [1.0]}}):
+        assert round_range(bad) == dict.fromkeys(round_range(speed), None)
