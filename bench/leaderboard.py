@@ -22,6 +22,7 @@ from bench import site_pages, site_plots, site_schema
 from bench.packages import REPO_ROOT
 from bench.results import SCHEMA_VERSION, load_all
 from bench.speed_table import load_speed, run_speed, speed_sections
+from bench.zeroshot import average_metrics
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,17 @@ def metric_names(runs: list[dict[str, Any]]) -> list[str]:
     return sorted({m for r in runs for m in r["metrics"]})
 
 
+def _zeroshot_average(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The zero-shot average and its stderr from the run's tasks (runs written before the stderr
+    of the average was recorded get it here; recorded values are kept as they are)."""
+    tasks = sorted({k.split("/")[1] for k in metrics
+                    if k.startswith("zeroshot/") and k.endswith("/acc") and "/average/" not in k})
+    if not tasks:
+        return {}
+    derived = average_metrics(metrics, tasks)
+    return {k: metrics[k] if metrics.get(k) is not None else v for k, v in derived.items()}
+
+
 def flat_rows(runs: list[dict[str, Any]],
               speed: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One flat dict per run (sorted by model, method, pattern): the downloadable table.
@@ -86,6 +98,7 @@ def flat_rows(runs: list[dict[str, Any]],
             "params_nonzero": run["params"]["nonzero"], "params_total": run["params"]["total"],
             "prunable_params": run["sparsity"]["prunable_params"],
             **{m: run["metrics"].get(m) for m in names},
+            **_zeroshot_average(run["metrics"]),
             f"delta_{PRIMARY}": d_abs, f"delta_{PRIMARY}_pct": d_pct,
             "prune_seconds": run["cost"]["prune_seconds"], "eval_seconds": run["cost"]["eval_seconds"],
             "peak_rss_mb": run["cost"]["peak_rss_mb"], "device": run["cost"]["device"],

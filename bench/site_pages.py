@@ -55,6 +55,11 @@ def _acc_delta(row: dict[str, Any], dense: dict[str, Any] | None) -> float | Non
     return 100.0 * (row[ACC] - dense[ACC])
 
 
+def _stderr_title(row: dict[str, Any]) -> str:
+    err = row.get(ACC + "_stderr")
+    return "" if err is None else f"zero-shot average ± {100 * err:.1f} points (stderr)"
+
+
 def landing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per model: dense reference, best method per pattern, and the methods x patterns matrix."""
     out = []
@@ -85,6 +90,7 @@ def landing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "ppl": "–" if r.get(PPL) is None else f"{r[PPL]:,.2f}",
                     "delta": _pct(r.get(f"delta_{PPL}_pct")),
                     "acc": "–" if r.get(ACC) is None else f"{100 * r[ACC]:.1f}",
+                    "acc_title": _stderr_title(r),
                     "acc_delta": "" if d_acc is None else f"{d_acc:+.1f}",
                     "bucket": loss_bucket(r.get(f"delta_{PPL}_pct")), "href": run_page(r)})
             matrix.append({"method": m, "cells": cells})
@@ -93,6 +99,7 @@ def landing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "baseline_note": first["baseline_note"], "n_runs": len(mine),
                     "dense_ppl": "–" if not dense or dense.get(PPL) is None else f"{dense[PPL]:,.2f}",
                     "dense_acc": "–" if not dense or dense.get(ACC) is None else f"{100 * dense[ACC]:.1f}",
+                    "dense_acc_title": _stderr_title(dense) if dense else "",
                     "dense_href": run_page(dense) if dense else None,
                     "patterns": patterns, "best": best, "matrix": matrix})
     return out

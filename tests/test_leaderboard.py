@@ -176,3 +176,25 @@ def test_speedup_shows_the_per_round_range() -> None:
     # no rounds recorded (or unequal counts): no range, and the note says nothing about one
     for bad in (None, {**speed, "pruned": {"prefill_seconds": [1.0], "decode_seconds": [1.0]}}):
         assert round_range(bad) == dict.fromkeys(round_range(speed), None)
+
+
+def test_zeroshot_average_shows_its_stderr(tmp_path: Path) -> None:
+    """Older runs have per-task stderrs but no stderr of the average: the site derives it."""
+    from bench.leaderboard import flat_rows
+
+    run = example_run("opt-tiny", "magnitude", "unstructured-50", 400.0)
+    run["metrics"].update({"zeroshot/arc_easy/acc": 0.5, "zeroshot/arc_easy/acc_stderr": 0.04,
+                           "zeroshot/piqa/acc": 0.7, "zeroshot/piqa/acc_stderr": 0.03,
+                           "zeroshot/average/acc": 0.6})
+    row = flat_rows([run])[0]
+    assert row["zeroshot/average/acc"] == 0.6
+    assert row["zeroshot/average/acc_stderr"] == pytest.approx(0.025)      # hypot(4, 3) / 2 points
+    # a recorded stderr of the average is shown as recorded
+    run["metrics"]["zeroshot/average/acc_stderr"] = 0.011
+    assert flat_rows([run])[0]["zeroshot/average/acc_stderr"] == 0.011
+    res = tmp_path / "results"
+    write_run(run_path(res, "opt-tiny", "magnitude", "unstructured-50"), run)
+    build_site(res, tmp_path / "site")
+    board = (tmp_path / "site" / "leaderboard.html").read_text()
+    assert 'title="± 1.1 (stderr)">60.0</td>' in board
+    assert 'title="zero-shot average ± 1.1 points (stderr)">60.0</span>' in (tmp_path / "site" / "index.html").read_text()

@@ -3,6 +3,7 @@ equality with the `lm_eval` command line on the same saved checkpoint."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -23,6 +24,23 @@ def test_subset_is_fixed_sorted_and_per_task() -> None:
     assert a == sorted(a) and len(set(a)) == 50 and a == zeroshot.subset(1000, 50, 0, "pb_piqa")
     assert a != zeroshot.subset(1000, 50, 0, "pb_rte") and a != zeroshot.subset(1000, 50, 1, "pb_piqa")
     assert zeroshot.subset(20, 50, 0, "x") == list(range(20))
+
+
+def test_average_and_its_stderr_are_the_closed_forms() -> None:
+    # two tasks: the mean, and sqrt(0.05^2 + 0.03^2) / 2 for the stderr of the mean
+    m = {"zeroshot/a/acc": 0.5, "zeroshot/a/acc_stderr": 0.05, "zeroshot/a/acc_norm": 0.6,
+         "zeroshot/a/acc_norm_stderr": 0.04, "zeroshot/b/acc": 0.3, "zeroshot/b/acc_stderr": 0.03,
+         "zeroshot/b/acc_norm": None, "zeroshot/b/acc_norm_stderr": None}
+    avg = zeroshot.average_metrics(m, ["a", "b"])
+    assert avg["zeroshot/average/acc"] == pytest.approx(0.4)
+    assert avg["zeroshot/average/acc_stderr"] == pytest.approx(math.sqrt(0.05**2 + 0.03**2) / 2)
+    # a task without the value: no average and no stderr (never a mean over fewer tasks)
+    assert avg["zeroshot/average/acc_norm"] is None and avg["zeroshot/average/acc_norm_stderr"] is None
+    # 8 tasks at 100 documents each (stderr ~0.049): the mean's stderr is ~1.7 points
+    eight = {f"zeroshot/t{i}/{k}": v for i in range(8)
+             for k, v in (("acc", 0.4), ("acc_stderr", 0.049), ("acc_norm", 0.4), ("acc_norm_stderr", 0.049))}
+    assert zeroshot.average_metrics(eight, [f"t{i}" for i in range(8)])[
+        "zeroshot/average/acc_stderr"] == pytest.approx(0.049 / math.sqrt(8))
 
 
 def test_offline_tasks_match_lm_eval_splits_and_prompts() -> None:
@@ -55,6 +73,9 @@ def test_in_memory_evaluation_gives_metrics_and_provenance() -> None:
         assert meta["tasks"][task]["n"] == 4 and len(meta["tasks"][task]["doc_indices"]) == 4
     assert metrics["zeroshot/average/acc"] == pytest.approx(
         (metrics["zeroshot/arc_easy/acc"] + metrics["zeroshot/winogrande/acc"]) / 2)
+    assert metrics["zeroshot/average/acc_stderr"] == pytest.approx(
+        math.hypot(metrics["zeroshot/arc_easy/acc_stderr"],
+                   metrics["zeroshot/winogrande/acc_stderr"]) / 2)
     assert meta["lm_eval"] and meta["tasks"]["arc_easy"]["version"] == 1.0
 
 
