@@ -73,13 +73,12 @@ def average_metrics(metrics: Mapping[str, float | None], tasks: Sequence[str]
     100 documents). None where any task lacks the value."""
     out: dict[str, float | None] = {}
     for m in METRICS:
-        vals = [metrics.get(f"zeroshot/{t}/{m}") for t in tasks]
-        errs = [metrics.get(f"zeroshot/{t}/{m}_stderr") for t in tasks]
-        ok = bool(tasks) and None not in vals
-        out[f"zeroshot/average/{m}"] = sum(vals) / len(vals) if ok else None     # type: ignore[arg-type]
-        out[f"zeroshot/average/{m}_stderr"] = (
-            math.sqrt(sum(e * e for e in errs)) / len(errs)                      # type: ignore[operator]
-            if ok and None not in errs else None)
+        vals = [v for t in tasks if (v := metrics.get(f"zeroshot/{t}/{m}")) is not None]
+        errs = [e for t in tasks if (e := metrics.get(f"zeroshot/{t}/{m}_stderr")) is not None]
+        ok = bool(tasks) and len(vals) == len(tasks)
+        out[f"zeroshot/average/{m}"] = sum(vals) / len(vals) if ok else None
+        out[f"zeroshot/average/{m}_stderr"] = (math.sqrt(sum(e * e for e in errs)) / len(errs)
+                                               if ok and len(errs) == len(tasks) else None)
     return out
 
 
