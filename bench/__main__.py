@@ -120,7 +120,7 @@ def _cmd_speed(args: argparse.Namespace) -> None:
     from bench.speed_run import run_target
 
     record = run_target(args.target, load_config(args.config), Path(args.out) if args.out else None,
-                        progress=not args.quiet)
+                        progress=not args.quiet, weights=args.weights)
     what = (f"{len(record['layers'])} layer cells, {len(record['e2e'])} end-to-end"
             if record["status"] == "measured" else "no figures")
     sys.stdout.write(f"{args.target}: {record['reason'] or record['status']} ({what})\n")
@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", required=True, help="a grid model or a paper config (llama-2-7b, ...)")
     s.add_argument("--config", default=None)
     s.add_argument("--out", default=None, help="default results/speed/TARGET.json")
+    s.add_argument("--weights", choices=("real", "random"), default="real",
+                   help="random: a grid model built from its config with seeded random weights "
+                        "(same shapes, same kernel speed; for machines without the real weights)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=_cmd_speed)
     s = sub.add_parser("leaderboard", help="build the static site from results/")

@@ -24,7 +24,9 @@ from tqdm.auto import tqdm
 from bench import models, results, speed
 from bench.adapters import adapter_for
 from bench.packages import REPO_ROOT
-from bench.speed_shapes import PAPER_CONFIGS, LinearShape, linear_shapes, meta_model, paper_config
+from bench.speed_shapes import (PAPER_CONFIGS, LinearShape, grid_config, linear_shapes, meta_model,
+                                paper_config, random_model)
+from methods.base import PruneBenchError
 
 log = logging.getLogger(__name__)
 SCHEMA = "prunebench.speed/1"
@@ -53,11 +55,23 @@ def targets(cfg: dict[str, Any]) -> list[str]:
                                   if p not in cfg["models"]]
 
 
-def _target_model(target: str, cfg: dict[str, Any]) -> tuple[nn.Module, str]:
-    """A grid model (real weights, end to end too) before a paper config of the same name."""
+WEIGHTS = ("real", "random")
+
+
+def _target_model(target: str, cfg: dict[str, Any], weights: str = "real"
+                  ) -> tuple[nn.Module, str]:
+    """A grid model (end to end too) before a paper config of the same name. `weights="random"`
+    builds a grid model from its config with seeded random weights: the same shapes, so the same
+    kernel speed, without fetching the real weights (the record says which)."""
+    if weights not in WEIGHTS:
+        raise PruneBenchError(f"unknown weights '{weights}' (one of {', '.join(WEIGHTS)})")
     if target in PAPER_CONFIGS and target not in cfg["models"]:
         return meta_model(paper_config(target)), "paper_config"
     spec = models.get_spec(target, models.load_zoo(REPO_ROOT / cfg["zoo"]))
+    if weights == "random" and spec.kind != "random":     # a "random" zoo model already is
+        local = spec.source.get("path") if spec.kind == "local" else None
+        path = str(REPO_ROOT / local) if local else None
+        return random_model(grid_config(target, path), settings_of(cfg)["seed"]), "model"
     model, _ = models.load_model(models.prepare(spec), torch.float32)
     return model, "model"
 
@@ -183,19 +197,21 @@ def measure_layers(cells: list[dict[str, Any]], s: dict[str, Any], device: torch
 
 def run_target(target: str, cfg: dict[str, Any], out: Path | None = None, *,
                progress: bool = True, device: torch.device | None = None,
-               make_sparse: speed.SparseMaker | None = None) -> dict[str, Any]:
+               make_sparse: speed.SparseMaker | None = None, weights: str = "real"
+               ) -> dict[str, Any]:
     """Plan and (on a GPU) measure one target; write its record atomically and return it.
 
     `device` and `make_sparse` exist for testing the harness on CPU with a stand-in converter;
     such a record is marked `stand_in` and is never a result."""
     s = settings_of(cfg)
-    model, kind = _target_model(target, cfg)
+    model, kind = _target_model(target, cfg, weights)
     shapes = linear_shapes(model)
     cells, skipped = plan_cells(shapes, s)
     stand_in = make_sparse is not None
     reason = None if stand_in else speed.gpu_unavailable_reason()
     record: dict[str, Any] = {
         "schema": SCHEMA, "target": target, "kind": kind,
+        "weights": "none (shapes only)" if kind == "paper_config" else weights,
         "status": "measured" if reason is None else "no GPU", "reason": reason,
         "stand_in": stand_in, "settings": s, "environment": results.environment_info(),
         "gpu": speed.gpu_environment(), "code": results.git_info(REPO_ROOT),

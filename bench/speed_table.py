@@ -57,7 +57,9 @@ def run_speed(model: str, pattern: str, records: dict[str, dict[str, Any]]) -> d
     return {**base, "speedup_kind": "2:4 kernel", "speedup_prefill": row["prefill_speedup"],
             "speedup_decode": row["decode_speedup"],
             "speed_device": f"{rec['gpu']['gpu']} ({row['backend']}, {row['dtype']}, "
-                            f"batch {row['batch_size']})"}
+                            f"batch {row['batch_size']}"
+                            + (", random weights of the same shapes" if rec.get("weights") == "random"
+                               else "") + ")"}
 
 
 def speed_sections(records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -70,7 +72,8 @@ def speed_sections(records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             if row["mode"] == "eager":
                 best[row["tokens"]] = max(best.get(row["tokens"], 0.0), row["speedup"])
         out.append({
-            "target": target, "kind": rec["kind"], "status": rec["status"],
+            "target": target, "status": rec["status"],
+            "kind": rec["kind"] + (", random weights" if rec.get("weights") == "random" else ""),
             "reason": rec["reason"] or "", "gpu": (rec.get("gpu") or {}).get("gpu") or "",
             "shapes": ", ".join(f"{s['out_features']}x{s['in_features']}" for s in rec["shapes"]),
             "cells": len(rec["layers"]), "planned": rec["planned_cells"],

@@ -157,3 +157,56 @@ def test_e2e_on_every_architecture_with_a_stand_in(arch: str) -> None:
     # Mamba: in_proj and out_proj; dt_proj is a tap, x_proj [24, 128] has out % 16 != 0
     assert row["swapped_linears"] == {"llama": 14, "opt": 12, "mamba": 4}[arch]
     assert row["dense"]["settings"]["batch_size"] == 2
+
+
+def test_random_weights_target_has_the_real_shapes_and_says_so(tmp_path: Path) -> None:
+    """`--weights random` (a machine without the real weights): the grid model's config with
+    seeded random weights, the same linear shapes, measured end to end, and the record says so."""
+    from bench import models
+    from bench.speed_table import speed_sections
+
+    cfg = load_config(SMOKE)
+    real, _ = models.load_model(models.prepare(models.get_spec("opt-tiny")), torch.float32)
+    fake, kind = speed_run._target_model("opt-tiny", cfg, "random")
+    assert kind == "model" and [s.as_dict() for s in linear_shapes(fake)] == \
+        [s.as_dict() for s in linear_shapes(real)]
+    assert sum(p.numel() for p in fake.parameters()) == sum(p.numel() for p in real.parameters())
+    assert not torch.equal(fake.lm_head.weight, real.lm_head.weight)
+    again, _ = speed_run._target_model("opt-tiny", cfg, "random")        # seeded
+    assert all(torch.equal(a, b) for a, b in zip(fake.parameters(), again.parameters()))
+    out = tmp_path / "opt-tiny.json"
+    rec = speed_run.run_target("opt-tiny", cfg, out, progress=False, device=torch.device("cpu"),
+                               make_sparse=stand_in, weights="random")
+    assert rec["weights"] == "random" and rec["e2e"] and rec["errors"] == []
+    assert all(e["logits_max_abs_err"] == 0.0 for e in rec["e2e"])
+    assert speed_sections({"opt-tiny": rec})[0]["kind"] == "model, random weights"
+    assert speed_run.run_target("opt-6.7b", cfg, tmp_path / "p.json", progress=False)["weights"] \
+        == "none (shapes only)"
+
+
+def test_bad_weights_and_missing_config_are_one_line_errors() -> None:
+    from methods.base import PruneBenchError
+
+    from bench.speed_shapes import grid_config
+
+    cfg = load_config(SMOKE)
+    with pytest.raises(PruneBenchError, match=r"unknown weights 'fake' \(one of real, random\)"):
+        speed_run._target_model("opt-tiny", cfg, "fake")
+    with pytest.raises(PruneBenchError, match="no offline config for 'opt-125m'.*--weights real"):
+        grid_config("opt-125m")
+
+
+@pytest.mark.slow
+def test_smollm2_config_snapshot_matches_the_real_model() -> None:
+    """GRID_CONFIGS['smollm2-135m'] against the model `prepare` converts (downloads 93 MB if
+    absent): same config fields that set shapes, same prunable shapes, same parameter count."""
+    from bench import models
+    from bench.speed_shapes import GRID_CONFIGS, grid_config, random_model
+
+    real, _ = models.load_model(models.prepare(models.get_spec("smollm2-135m")), torch.float32)
+    snap = grid_config("smollm2-135m")
+    for key in GRID_CONFIGS["smollm2-135m"][1]:
+        assert getattr(snap, key) == pytest.approx(getattr(real.config, key)), key
+    fake = random_model(snap)
+    assert [s.as_dict() for s in linear_shapes(fake)] == [s.as_dict() for s in linear_shapes(real)]
+    assert sum(p.numel() for p in fake.parameters()) == sum(p.numel() for p in real.parameters())
