@@ -71,22 +71,24 @@ def paper_config(name: str) -> Any:
     if name not in PAPER_CONFIGS:
         raise PruneBenchError(f"unknown paper-scale config '{name}'"
                               f"{did_you_mean(name, list(PAPER_CONFIGS))}")
+    return _build(*PAPER_CONFIGS[name])
+
+
+def _build(cls_name: str, kwargs: dict[str, Any]) -> Any:
     import transformers
 
-    cls_name, kwargs = PAPER_CONFIGS[name]
     return getattr(transformers, cls_name)(**kwargs)
 
 
 def grid_config(name: str, local_path: str | None = None) -> Any:
     """A grid model's transformers config without its weights: `GRID_CONFIGS`, else the
     config.json of a local checkpoint (`local_path`)."""
-    import transformers
-
     if name in GRID_CONFIGS:
-        cls_name, kwargs = GRID_CONFIGS[name]
-        return getattr(transformers, cls_name)(**kwargs)
+        return _build(*GRID_CONFIGS[name])
     if local_path is not None:
-        return transformers.AutoConfig.from_pretrained(local_path)
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(local_path)
     raise PruneBenchError(f"no offline config for '{name}' (known: {sorted(GRID_CONFIGS)}, or a "
                           "local checkpoint): use --weights real")
 
