@@ -22,7 +22,7 @@ from bench import site_pages, site_plots, site_schema
 from bench.packages import REPO_ROOT
 from bench.results import SCHEMA_VERSION, load_all
 from bench.speed_table import load_speed, run_speed, speed_sections
-from bench.zeroshot import average_metrics
+from bench.zeroshot import average_metrics, tasks_in
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,7 @@ def metric_names(runs: list[dict[str, Any]]) -> list[str]:
 def _zeroshot_average(metrics: dict[str, Any]) -> dict[str, Any]:
     """The zero-shot average and its stderr from the run's tasks (runs written before the stderr
     of the average was recorded get it here; recorded values are kept as they are)."""
-    tasks = sorted({k.split("/")[1] for k in metrics
-                    if k.startswith("zeroshot/") and k.endswith("/acc") and "/average/" not in k})
+    tasks = tasks_in(metrics)
     if not tasks:
         return {}
     derived = average_metrics(metrics, tasks)

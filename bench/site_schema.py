@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from bench.zeroshot import tasks_in
+
 ZS_PREFIX = "zeroshot/"
 
 
@@ -51,9 +53,7 @@ FIXED: tuple[Column, ...] = (
 
 def zeroshot_columns(rows: list[dict[str, Any]]) -> list[Column]:
     """One acc column per zero-shot task present in any row, alphabetical."""
-    tasks = sorted({k.split("/")[1] for r in rows for k in r
-                    if k.startswith(ZS_PREFIX) and k.endswith("/acc") and "/average/" not in k
-                    and r[k] is not None})
+    tasks = tasks_in(k for r in rows for k, v in r.items() if v is not None)
     return [Column(f"{ZS_PREFIX}{t}/acc", t, f"{t}: zero-shot accuracy (acc; acc_norm and "
                    "stderr on the run page)", False, "acc", "zero-shot") for t in tasks]
 

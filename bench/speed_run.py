@@ -69,9 +69,8 @@ def _target_model(target: str, cfg: dict[str, Any], weights: str = "real"
         return meta_model(paper_config(target)), "paper_config"
     spec = models.get_spec(target, models.load_zoo(REPO_ROOT / cfg["zoo"]))
     if weights == "random" and spec.kind != "random":     # a "random" zoo model already is
-        local = spec.source.get("path") if spec.kind == "local" else None
-        path = str(REPO_ROOT / local) if local else None
-        return random_model(grid_config(target, path), settings_of(cfg)["seed"]), "model"
+        local = str(models.prepare(spec)) if spec.kind == "local" else None   # no download
+        return random_model(grid_config(target, local), settings_of(cfg)["seed"]), "model"
     model, _ = models.load_model(models.prepare(spec), torch.float32)
     return model, "model"
 

@@ -20,7 +20,7 @@ import random
 import math
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 TASK_DIR = Path(__file__).resolve().parent / "tasks"
@@ -62,6 +62,12 @@ def plan(zcfg: dict[str, Any]) -> tuple[Any, dict[str, list[int]]]:
     ids = {name: subset(len(tasks[name].eval_docs), zcfg.get("limit"), zcfg.get("seed", 0), name)
            for name in names}
     return tm, ids
+
+
+def tasks_in(metric_keys: Iterable[str]) -> list[str]:
+    """The task names of the `zeroshot/{task}/acc` keys among `metric_keys`, sorted."""
+    return sorted({k.split("/")[1] for k in metric_keys
+                   if k.startswith("zeroshot/") and k.endswith("/acc") and "/average/" not in k})
 
 
 def average_metrics(metrics: Mapping[str, float | None], tasks: Sequence[str]
