@@ -51,6 +51,8 @@ class APTParams:
             raise PruneBenchError("apt: group must be in [1, 12] (2^group subsets are scored)")
         if not self.percdamp > 0 or self.lsq_damp < 0:
             raise PruneBenchError("apt: percdamp must be > 0 and lsq_damp >= 0")
+        if self.max_damp_retries < 0:
+            raise PruneBenchError("apt: max_damp_retries must be >= 0")
 
 
 def _subsets(g: int, c: int, device: torch.device) -> torch.Tensor:

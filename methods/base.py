@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,11 @@ StatKind = Literal["none", "act_norm", "hessian"]
 
 class PruneBenchError(ValueError):
     """A user-facing error: bad input, unsupported combination. One line, no traceback needed."""
+
+
+class MethodError(PruneBenchError):
+    """An error raised inside a method (a plugin's included), re-raised naming the method,
+    where its code comes from and the layer it was pruning."""
 
 
 def did_you_mean(name: str, known: list[str] | tuple[str, ...]) -> str:
@@ -45,14 +51,36 @@ class Pattern:
         return dataclasses.asdict(self)
 
 
-_UNSTRUCTURED = re.compile(r"^unstructured-(\d+(?:\.\d+)?)$")
-_STRUCTURED = re.compile(r"^structured-(\d+(?:\.\d+)?)$")
-_NM = re.compile(r"^(\d+)of(\d+)$")
+# canonical slugs only: ASCII digits, no leading zeros, no trailing zeros after a decimal point
+_NUM = r"(0|[1-9][0-9]*)(\.[0-9]*[1-9])?"
+_INT = r"([1-9][0-9]*)"
+_UNSTRUCTURED = re.compile(rf"^unstructured-({_NUM})$")
+_STRUCTURED = re.compile(rf"^structured-({_NUM})$")
+_NM = re.compile(rf"^(0|{_INT[1:-1]})of{_INT}$")
+_LOOSE = re.compile(r"^(unstructured-|structured-)?([0-9]+(?:\.[0-9]+)?)(?:of([0-9]+))?$")
 PATTERN_FORMS = ("dense", "unstructured-P", "structured-P", "NofM")
 
 
+def _canonical_spelling(slug: str) -> str | None:
+    """The one spelling of a pattern written with leading or trailing zeros, else None."""
+    m = _LOOSE.match(slug)
+    if m is None or (m.group(1) is None) == (m.group(3) is None):
+        return None
+    if m.group(3) is not None:
+        return f"{int(m.group(2))}of{int(m.group(3))}"
+    whole, _, frac = m.group(2).partition(".")
+    frac = frac.rstrip("0")
+    return f"{m.group(1)}{int(whole)}{'.' + frac if frac else ''}"
+
+
 def parse_pattern(slug: str) -> Pattern:
-    """Parse 'dense', 'unstructured-50', 'structured-20' (percent) or '2of4' (keep 2 of every 4)."""
+    """Parse 'dense', 'unstructured-50', 'structured-20' (percent) or '2of4' (keep 2 of every 4).
+
+    Each pattern has exactly one spelling (ASCII digits, no leading zeros, no trailing decimal
+    zeros): it names result files and Snakemake targets, so `unstructured-50.0` is refused with
+    the canonical spelling as the hint, never silently a second run of the same pattern."""
+    if not isinstance(slug, str):
+        raise PruneBenchError(f"pattern must be a string, got {type(slug).__name__}")
     if slug == "dense":
         return Pattern("dense", "dense", 0.0)
     for regex, kind in ((_UNSTRUCTURED, "unstructured"), (_STRUCTURED, "structured")):
@@ -69,9 +97,13 @@ def parse_pattern(slug: str) -> Pattern:
         if not 0 < n < m:
             raise PruneBenchError(f"pattern '{slug}': N:M needs 0 < N < M (N kept of every M)")
         return Pattern(slug, "nm", 1.0 - n / m, n, m)
+    canonical = _canonical_spelling(slug)
+    if canonical is not None and canonical != slug:
+        raise PruneBenchError(f"pattern '{slug}' is not spelled canonically; write "
+                              f"'{canonical}' (one spelling per pattern: it names files)")
     examples = ["dense", "unstructured-50", "unstructured-70", "2of4", "4of8", "structured-20"]
     raise PruneBenchError(f"unknown pattern '{slug}'{did_you_mean(slug, examples)} "
-                          f"(forms: {', '.join(PATTERN_FORMS)})")
+                          f"(forms: {', '.join(PATTERN_FORMS)}, ASCII digits)")
 
 
 @dataclass(frozen=True)
@@ -93,8 +125,51 @@ class NoParams:
     """Hyperparameters of a method that has none."""
 
 
+def _check_value(method: str, key: str, value: Any, default: Any) -> Any:
+    """One hyperparameter against the type of its default: ints are not bools, floats are
+    finite (no infinite damping), lists hold elements of their default's element type."""
+    def bad(want: str) -> PruneBenchError:
+        return PruneBenchError(f"method '{method}': hyperparameter '{key}' must be {want}, "
+                               f"got {value!r}")
+
+    if isinstance(value, float) and not math.isfinite(value):
+        raise bad("a finite number")
+    if default is None:
+        return value
+    expected = type(default)
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if expected is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise bad("an integer")
+        return value
+    if expected is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise bad("a number")
+        return float(value)
+    if expected is list:
+        if not isinstance(value, list):
+            raise bad("a list")
+        kinds = {type(v) for v in default}
+        for v in value:
+            if (kinds and not isinstance(v, tuple(kinds))) or (isinstance(v, bool) and bool not in kinds):
+                raise bad(f"a list of {'/'.join(sorted(k.__name__ for k in kinds))}")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise bad("a list of finite numbers")
+        return list(value)
+    if not isinstance(value, expected):
+        raise bad(expected.__name__)
+    return value
+
+
 def make_params(params_cls: type, overrides: dict[str, Any] | None, method: str) -> Any:
-    """Build a frozen hyperparameter dataclass; unknown keys and wrong types raise one-line errors."""
+    """Build a frozen hyperparameter dataclass; unknown keys, wrong types and non-finite numbers
+    raise one-line errors, then the class's own `validate()` checks the ranges."""
+    if overrides is not None and not isinstance(overrides, dict):
+        raise PruneBenchError(f"method '{method}': hyperparameters must be a mapping of name -> "
+                              f"value, got {type(overrides).__name__}")
     overrides = dict(overrides or {})
     fields = {f.name: f for f in dataclasses.fields(params_cls)}
     for key in overrides:
@@ -102,16 +177,14 @@ def make_params(params_cls: type, overrides: dict[str, Any] | None, method: str)
             raise PruneBenchError(f"method '{method}': unknown hyperparameter '{key}'"
                                   f"{did_you_mean(key, list(fields) or ['(none)'])}")
     for key, value in overrides.items():
-        default = fields[key].default
-        if default is not dataclasses.MISSING and default is not None:
-            expected = type(default)
-            ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
-            if not ok or (expected is int and isinstance(value, bool)):
-                raise PruneBenchError(f"method '{method}': hyperparameter '{key}' must be "
-                                      f"{expected.__name__}, got {value!r}")
-            if expected is float:
-                overrides[key] = float(value)
-    params = params_cls(**overrides)
+        f = fields[key]
+        default = (f.default if f.default is not dataclasses.MISSING else
+                   f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        overrides[key] = _check_value(method, key, value, default)
+    try:
+        params = params_cls(**overrides)
+    except TypeError as exc:               # a required field without a value
+        raise PruneBenchError(f"method '{method}': {exc}") from None
     validate = getattr(params, "validate", None)
     if validate is not None:
         validate()

@@ -61,6 +61,12 @@ class DarwinLMParams:
         if self.levels < 2 or self.offspring < 1 or self.generations < 0 or self.train_batch < 1:
             raise PruneBenchError("darwinlm: levels >= 2, offspring >= 1, generations >= 0, "
                                   "train_batch >= 1 required")
+        if not self.percdamp > 0 or self.train_lr < 0 or self.seqlen < 2:
+            raise PruneBenchError("darwinlm: percdamp > 0, train_lr >= 0 and seqlen >= 2 required")
+        if (any(s < 1 for s in self.survivors) or self.survivors[-1] != 1
+                or any(b > a for a, b in zip(self.survivors, self.survivors[1:]))):
+            raise PruneBenchError("darwinlm: survivors must be positive, non-increasing and end "
+                                  "with 1")
 
 
 def _kl(logp_dense: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

@@ -58,6 +58,11 @@ class LLMPrunerParams:
             raise PruneBenchError(f"llm_pruner: aggregate must be one of {AGGREGATE}, got '{self.aggregate}'")
         if self.n_samples < 1 or self.seqlen < 2:
             raise PruneBenchError("llm_pruner: n_samples >= 1 and seqlen >= 2 required")
+        if (self.lora_steps < 0 or self.lora_batch_size < 1 or self.lora_seqlen < 2
+                or self.lora_rank < 1 or self.lora_alpha < 1 or self.lora_lr < 0):
+            raise PruneBenchError("llm_pruner: lora_steps >= 0, lora_batch_size >= 1, "
+                                  "lora_seqlen >= 2, lora_rank >= 1, lora_alpha >= 1 and "
+                                  "lora_lr >= 0 required")
         layer_range(100, self.layer_start, self.layer_end)
 
 

@@ -13,7 +13,8 @@ from typing import ClassVar
 
 import torch
 
-from methods.base import Capabilities, LayerResult, LayerStats, LayerwiseMethod, Pattern
+from methods.base import (Capabilities, LayerResult, LayerStats, LayerwiseMethod, Pattern,
+                          PruneBenchError)
 from methods.masks import select_keep
 from methods.registry import register
 
@@ -23,6 +24,10 @@ class RandomParams:
     """Hyperparameters: the defaults define the method; a grid config overrides them by name."""
 
     seed: int = 0               # with the layer's name, seeds each layer's draw
+
+    def validate(self) -> None:
+        if self.seed < 0:
+            raise PruneBenchError("random: seed must be >= 0")
 
 
 def layer_generator(seed: int, layer: str) -> torch.Generator:

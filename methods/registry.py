@@ -114,6 +114,11 @@ def origin(name: str) -> str:
     return _ORIGIN[name]
 
 
+def label(name: str) -> str:
+    """How errors name a method: "method 'x' (methods/x.py)" or "(distribution version)"."""
+    return f"method '{name}' ({_ORIGIN.get(name, 'not registered')})"
+
+
 def plugin_errors() -> dict[str, str]:
     ensure_loaded()
     return dict(_PLUGIN_ERRORS)

@@ -36,6 +36,8 @@ class SparseGPTParams:
             raise PruneBenchError("sparsegpt: blocksize must be positive")
         if not self.percdamp > 0:
             raise PruneBenchError("sparsegpt: percdamp must be > 0")
+        if self.max_damp_retries < 0:
+            raise PruneBenchError("sparsegpt: max_damp_retries must be >= 0")
 
 
 def inverse_hessian_cholesky(hessian: torch.Tensor, percdamp: float) -> torch.Tensor:

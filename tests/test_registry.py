@@ -33,7 +33,7 @@ def test_unknown_hyperparameter_rejected() -> None:
         registry.create("sparsegpt", {"blocksz": 64})
     with pytest.raises(PruneBenchError, match="unknown hyperparameter"):
         registry.create("wanda", {"alpha": 1})
-    with pytest.raises(PruneBenchError, match="must be int"):
+    with pytest.raises(PruneBenchError, match="must be an integer"):
         registry.create("sparsegpt", {"blocksize": "big"})
     assert registry.create("sparsegpt", {"percdamp": 1}).params.percdamp == 1.0
 
