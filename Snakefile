@@ -16,6 +16,7 @@
 # method cannot do are dropped here with a message, never left to fail as jobs.
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 

@@ -1,16 +1,23 @@
 """Command line: list | plan | prepare | calib | level-db | prune | zeroshot | evaluate | speed |
 leaderboard | new-method | train.
 
-Owns argument parsing and turning PruneBench errors into one clear line (exit code 2). All
-work is done by importable functions (bench.pipeline, bench.leaderboard, bench.train).
+Owns argument parsing and turning errors into one clear line: a user's error (bad input, a
+disk full or read-only, a foreign or corrupt file) exits with 2, a bug with 1; `--debug`
+anywhere on the line shows the traceback. SIGTERM unwinds like Ctrl-C, so no temporary or
+lock is left behind. All work is done by importable functions (bench.pipeline,
+bench.leaderboard, bench.train).
 """
 from __future__ import annotations
 
+import _thread
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
 
 log = logging.getLogger("bench")
 
@@ -54,35 +61,53 @@ def _cmd_plan(args: argparse.Namespace) -> None:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> None:
-    from bench import models
+    from bench import models, outputs
     from bench.config import load_config
     from bench.packages import REPO_ROOT
+    from bench.results import json_object_with
 
     cfg = load_config(args.config)
     spec = models.get_spec(args.model, models.load_zoo(REPO_ROOT / cfg["zoo"]))
-    where = models.prepare(spec)
-    if args.out:
+    if not args.out:
+        sys.stdout.write(f"{models.prepare(spec)}\n")
+        return
+    with outputs.claim(Path(args.out), "--out", "file",
+                       lambda p: json_object_with(p, ("key", "path"))) as claim:
+        where = models.prepare(spec)
         marker = {"key": spec.key, "path": str(where), "provenance":
                   models.model_provenance(Path(where)) if isinstance(where, Path) else {}}
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(str(args.out) + ".tmp")
-        tmp.write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-        tmp.replace(args.out)
+        claim.tmp.write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
     sys.stdout.write(f"{where}\n")
 
 
 def _cmd_calib(args: argparse.Namespace) -> None:
+    from bench.calibration import make_calibration
     from bench.config import load_config
-    from bench.pipeline import make_calibration
 
     make_calibration(args.model, load_config(args.config), Path(args.out) if args.out else None)
+
+
+def _params(text: str | None) -> dict | None:
+    """`--params`: a JSON object of hyperparameter overrides, or a one-line error naming it."""
+    from methods.base import PruneBenchError
+
+    if text is None:
+        return None
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PruneBenchError(f"--params is not valid JSON ({exc.msg} at character {exc.pos}): "
+                              f"{text[:80]!r}") from None
+    if not isinstance(params, dict):
+        raise PruneBenchError(f"--params must be a JSON object such as '{{\"blocksize\": 64}}', "
+                              f"got a JSON {type(params).__name__}")
+    return params
 
 
 def _cmd_prune(args: argparse.Namespace) -> None:
     from bench.pipeline import prune
 
-    params = json.loads(args.params) if args.params else None
-    prune(args.model, args.method, args.pattern, Path(args.out), args.config, params,
+    prune(args.model, args.method, args.pattern, Path(args.out), args.config, _params(args.params),
           Path(args.calib) if args.calib else None, progress=not args.quiet)
 
 
@@ -143,7 +168,8 @@ def _cmd_new_method(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0],
+                                epilog="--debug (anywhere): show the traceback of an error")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("list", help="models, methods with capabilities, patterns")
@@ -210,24 +236,88 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# errors a user can cause (bad input, a disk that is full or read-only, a foreign or corrupt
+# file): one line and exit code 2; anything else is a bug: one line, exit code 1, --debug shows it
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, RuntimeError, KeyError,
+                                                IndexError, TypeError)
+
+
+def _safetensors_error() -> tuple[type[BaseException], ...]:
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # an older safetensors: its errors are not a class of their own
+        return ()
+    return (SafetensorError,)
+
+
+def _in_destructor(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    """SIGINT (Ctrl-C) and SIGTERM (a killed Snakemake job, a cluster's time limit): unwind,
+    so that temporaries and locks are removed; bench.outputs publishes nothing afterwards.
+    Inside a destructor, where Python would print and swallow the exception, the signal is
+    delivered again a moment later instead."""
+    from bench import outputs
+
+    outputs.note_signal(signum)
+    if _in_destructor(frame):
+        threading.Timer(0.01, _thread.interrupt_main, (signum,)).start()
+        return
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signum)
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) not in msg:
+        msg = f"{msg}: {exc.filename}"
+    return msg
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:                 # everything after `train` belongs to bench.train
-        from bench import train
-
-        train.main(argv[1:])
-        return 0
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    if argv[:1] != ["train"]:
+        args = build_parser().parse_args(argv)
+        verbose = args.verbose
+    else:
+        args, verbose = None, False
+    logging.basicConfig(level=logging.DEBUG if verbose or debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers = ({sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+                if threading.current_thread() is threading.main_thread() else {})
     try:
-        args.fn(args)
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as exc:
-        msg = " ".join(str(exc).split()) or type(exc).__name__
-        sys.stderr.write(f"error: {msg}\n")
-        if args.verbose:
+        if args is None:                      # everything after `train` belongs to bench.train
+            from bench import train
+
+            train.main(argv[1:])
+        else:
+            args.fn(args)
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+    except USER_ERRORS + _safetensors_error() as exc:
+        sys.stderr.write(f"error: {_one_line(exc)}\n")
+        if debug:
             raise
         return 2
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line unless --debug
+        sys.stderr.write(f"error: internal error, {type(exc).__name__}: {_one_line(exc)} "
+                         f"(run again with --debug for the traceback)\n")
+        if debug:
+            raise
+        return 1
+    finally:
+        for sig, previous in handlers.items():
+            signal.signal(sig, previous)
     return 0
 
 

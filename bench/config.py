@@ -15,6 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from bench import fits, models
 from bench.packages import REPO_ROOT
 from methods import registry
 from methods.base import PruneBenchError, parse_pattern
@@ -88,26 +89,53 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
         parse_pattern(slug)
     if cfg["calibration"]["corpus"] == cfg["evaluation"]["ppl"]["corpus"]:
         raise PruneBenchError("config: calibration and evaluation corpora must differ")
+    for key in ("zoo", "results_dir", "site_dir"):
+        check_workflow_path(f"config: {key}", str(cfg[key]))
+
+
+# characters a Snakemake path pattern or a quoted shell argument cannot carry
+_UNQUOTABLE = set("{}") | {chr(c) for c in range(32)} | {chr(127)}
+
+
+def check_workflow_path(what: str, value: str) -> None:
+    """Refuse a path the workflow cannot use: braces (Snakemake wildcards), control characters."""
+    bad = sorted({c for c in value if c in _UNQUOTABLE})
+    if bad or not value:
+        shown = ", ".join(repr(c) for c in bad) or "an empty path"
+        raise PruneBenchError(f"{what} {value!r}: the workflow cannot use this path ({shown}); "
+                              f"choose one without braces or control characters")
 
 
 def plan(cfg: dict[str, Any]) -> tuple[list[Run], list[tuple[Run, str]]]:
-    """All runs of the grid and the dropped ones with their reasons. Baselines run once per model."""
-    from bench.models import load_zoo
+    """All runs of the grid and the dropped ones with their reasons. Baselines run once per model.
 
-    zoo = load_zoo(REPO_ROOT / cfg["zoo"])
+    Decided from each model's config, before any job: a sequence length beyond a model's
+    positions is a config error; an N:M pattern whose M does not divide a layer's width drops
+    that model's cells of the pattern (bench.fits)."""
+    zoo = models.load_zoo(REPO_ROOT / cfg["zoo"])
+    methods = {name: registry.create(name, params) for name, params in cfg["methods"].items()}
+    patterns = {slug: parse_pattern(slug) for slug in cfg["patterns"]}
     runs: list[Run] = []
     dropped: list[tuple[Run, str]] = []
     for model in cfg["models"]:
         arch = zoo[model].arch
-        for name, params in cfg["methods"].items():
-            method = registry.create(name, params)
+        config = fits.zoo_config(zoo[model])
+        fits.check_lengths(cfg, model, config, list(methods.values()))
+        nm = [p for p in patterns.values() if p.kind == "nm"]
+        widths = fits.prunable_widths(config) if config is not None and nm else {}
+        for name, method in methods.items():
             slugs = ["dense"] if method.kind == "baseline" else cfg["patterns"]
             for slug in slugs:
                 run = Run(model, name, slug)
+                pattern = parse_pattern(slug)
                 try:
-                    method.check(parse_pattern(slug), arch)
+                    method.check(pattern, arch)
                 except PruneBenchError as exc:
                     dropped.append((run, str(exc)))
+                    continue
+                why = fits.nm_problem(pattern, widths)
+                if why is not None:
+                    dropped.append((run, f"model '{model}': {why}"))
                     continue
                 runs.append(run)
     for name in cfg["methods"]:            # a method line that yields nothing is a config error

@@ -141,8 +141,10 @@ class MethodContract:
         for arch, slug in cases:
             model = TINY_MODELS[arch]
             ckpt = tmp_path / "pruned" / model / slug
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
             prune(model, self.method, slug, ckpt, cfg, progress=False)
             out = tmp_path / "runs" / model / f"{slug}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
             path, run = evaluate(ckpt, out, cfg, progress=False)
             pattern = parse_pattern(slug)
             achieved = run["sparsity"]["achieved"]

@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 
 from bench.adapters import ArchAdapter
 from bench.stats import StatAccumulator
-from methods.base import LayerStats, LayerwiseMethod, Pattern, PruneBenchError
+from methods import registry
+from methods.base import LayerStats, LayerwiseMethod, MethodError, Pattern, PruneBenchError
 from methods.masks import check_nm
 
 log = logging.getLogger(__name__)
@@ -96,21 +97,46 @@ def validate_layers(model: nn.Module, adapter: ArchAdapter, pattern: Pattern) ->
         check_nm(lin.in_features, pattern, name)
 
 
+def _finite_stats(method: LayerwiseMethod, stats: LayerStats | None, names: list[str]) -> None:
+    """Non-finite statistics are blamed where they start: the activations entering the layer."""
+    if stats is None:
+        return
+    for what, t in (("activation norms", stats.act_sq), ("Hessian", stats.hessian)):
+        if t is not None and not bool(torch.isfinite(t).all()):
+            raise PruneBenchError(f"{registry.label(method.name)}: the calibration activations "
+                                  f"entering {names[0]} hold NaN/Inf (non-finite {what}); the "
+                                  f"block's input was finite, so they arise inside this block")
+
+
 def _apply(method: LayerwiseMethod, lins: list[nn.Linear], stats: LayerStats | None,
            pattern: Pattern, names: list[str], report: EngineReport) -> None:
-    """Prune layers that share one input statistic with `method.prune_group`, in place."""
-    results = method.prune_group([lin.weight.data for lin in lins], stats, pattern, names)
-    if len(results) != len(lins):
-        raise PruneBenchError(f"{method.name}: prune_group returned {len(results)} results for "
-                              f"{len(lins)} layers ({', '.join(names)})")
+    """Prune layers that share one input statistic with `method.prune_group`, in place. Any
+    error inside the method (a plugin's too) is re-raised naming the method, its origin and
+    the layers."""
+    _finite_stats(method, stats, names)
+    who = f"{registry.label(method.name)} on layer {', '.join(names)}"
+    try:
+        results = method.prune_group([lin.weight.data for lin in lins], stats, pattern, names)
+    except Exception as exc:  # noqa: BLE001 - named and re-raised as one line
+        raise MethodError(f"{who} failed: {type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:300]}") from exc
+    if not isinstance(results, (list, tuple)) or len(results) != len(lins):
+        raise MethodError(f"{who}: prune_group must return one LayerResult per layer "
+                          f"({len(lins)}), got {type(results).__name__}")
     for lin, name, res in zip(lins, names, results):
         if res.weight.shape != lin.weight.shape:
-            raise PruneBenchError(f"{method.name}: layer {name} changed shape "
-                                  f"{tuple(lin.weight.shape)} -> {tuple(res.weight.shape)}")
+            raise MethodError(f"{registry.label(method.name)}: layer {name} changed shape "
+                              f"{tuple(lin.weight.shape)} -> {tuple(res.weight.shape)}")
         if not torch.isfinite(res.weight).all():
-            raise PruneBenchError(f"{method.name}: layer {name} has NaN/Inf weights after pruning")
+            raise MethodError(f"{registry.label(method.name)}: layer {name} has NaN/Inf weights "
+                              f"after pruning")
         lin.weight.data.copy_(res.weight)
         report.layer_keep[name] = float(res.keep.float().mean())
+
+
+def _finite_hidden(hidden: list[torch.Tensor], where: str) -> None:
+    if not all(bool(torch.isfinite(h).all()) for h in hidden):
+        raise PruneBenchError(f"{where} hold NaN/Inf")
 
 
 def _input_hooks(block: nn.Module, adapter: ArchAdapter, group: tuple[str, ...],
@@ -240,6 +266,8 @@ def prune_layerwise(model: nn.Module, adapter: ArchAdapter, method: LayerwiseMet
     model.eval()
     t0 = time.perf_counter()
     cap = capture_block_inputs(model, adapter, calib_ids, batch_size)
+    _finite_hidden(cap.hidden, "the calibration inputs of the first block (the input model's "
+                               "embeddings of the calibration ids)")
     report.seconds_propagate += time.perf_counter() - t0
     report.n_tokens = int(calib_ids.numel())
     hidden = cap.hidden
@@ -249,6 +277,8 @@ def prune_layerwise(model: nn.Module, adapter: ArchAdapter, method: LayerwiseMet
         if sequential and lockstep:
             hidden = _Lockstep(block, adapter, method, pattern, prefix, report).run(
                 hidden, cap.kwargs)
+            _finite_hidden(hidden, f"the outputs of block {bi} after pruning it with "
+                                   f"{registry.label(method.name)}")
             if on_block_output is not None:
                 on_block_output(bi, hidden)
             continue
@@ -280,6 +310,8 @@ def prune_layerwise(model: nn.Module, adapter: ArchAdapter, method: LayerwiseMet
             break                                   # nothing consumes the last block's outputs
         t2 = time.perf_counter()
         hidden = [_first(block(h, **kw)) for h, kw in zip(hidden, cap.kwargs)]
+        _finite_hidden(hidden, f"the outputs of block {bi} after pruning it with "
+                               f"{registry.label(method.name)}")
         report.seconds_propagate += time.perf_counter() - t2
         if on_block_output is not None:
             on_block_output(bi, hidden)

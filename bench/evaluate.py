@@ -88,3 +88,13 @@ def check_pattern(model: nn.Module, adapter: ArchAdapter, pattern: Pattern,
             if frac < pattern.sparsity - slack or frac > pattern.sparsity + max(tolerance, slack):
                 raise PruneBenchError(f"layer {name} has sparsity {frac:.4f}, target "
                                       f"{pattern.sparsity:.4f} ({pattern.slug})")
+
+
+@torch.no_grad()
+def check_finite_weights(model: nn.Module, what: str) -> None:
+    """Raise a one-line error naming the parameters of `model` that hold NaN or Inf; `what`
+    says whose they are ("the input model", "checkpoint DIR", "method 'x' produced")."""
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise PruneBenchError(f"{what} has NaN/Inf weights in {', '.join(bad[:3])}{more}")

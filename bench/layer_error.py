@@ -25,7 +25,7 @@ from bench.adapters import adapter_for
 from bench.config import load_config
 from bench.engine import prune_layerwise
 from bench.packages import REPO_ROOT
-from bench.pipeline import DTYPES, load_calibration_for
+from bench.calibration import load_calibration_for
 from methods import registry
 from methods.base import Capabilities, LayerResult, LayerStats, LayerwiseMethod, Pattern, \
     parse_pattern
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     pattern = parse_pattern(args.pattern)
     methods = [registry.create(m, cfg["methods"].get(m, {})) for m in args.methods]
     spec = models.get_spec(args.model, models.load_zoo(REPO_ROOT / cfg["zoo"]))
-    model, _ = models.load_model(models.prepare(spec), DTYPES[cfg["engine"]["dtype"]])
+    model, _ = models.load_model(models.prepare(spec), models.DTYPES[cfg["engine"]["dtype"]])
     ids, _ = load_calibration_for(args.model, cfg, None)
     cmp = Compare(methods)
     prune_layerwise(model, adapter_for(model), cmp, pattern, ids, cfg["engine"]["batch_size"],

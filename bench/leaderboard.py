@@ -5,7 +5,8 @@ cell of structured and 2:4 runs), rendering every page through the jinja2 templa
 site/templates (autoescaped; page content from bench/site_pages.py, columns from
 bench/site_schema.py, plots from bench/site_plots.py), copying site/static/, plotly.js from the
 plotly package and the 2:4 speed records (results/speed) alongside, and writing the build
-directory atomically (DIR.tmp, then rename). Same results, same bytes. The methods page also
+directory atomically through bench.outputs (a unique temporary, then a rename; a folder
+that is not a build of this site is never replaced). Same results, same bytes. The methods page also
 reads the method registry (paper, description) and docs/protocol.md.
 """
 from __future__ import annotations
@@ -13,12 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench import site_pages, site_plots, site_schema
+from bench import outputs, site_pages, site_plots, site_schema
 from bench.packages import REPO_ROOT
 from bench.results import SCHEMA_VERSION, load_all
 from bench.speed_table import load_speed, run_speed, speed_sections
@@ -207,25 +207,22 @@ def plotly_js() -> Path:
     return path
 
 
+_SITE_ENTRIES = frozenset({"static", "runs", "speed", "runs.json", "runs.csv"})
+
+
+def is_site(path: Path) -> bool:
+    """A folder that holds nothing but a build of this site (so a rebuild may replace it)."""
+    return all(p.name in _SITE_ENTRIES or (p.is_file() and p.suffix == ".html")
+               for p in Path(path).iterdir())
+
+
 def _write_tree(out_dir: Path, files: dict[str, str]) -> None:
-    """Write files (relative path -> text) plus site/static/ into out_dir via out_dir.tmp."""
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        shutil.copytree(SITE_DIR / "static", tmp / "static")
-        shutil.copyfile(plotly_js(), tmp / "static" / "plotly.min.js")   # offline: no CDN
-        for rel, text in sorted(files.items()):
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / rel).write_text(text, encoding="utf-8")
-        old = out_dir.with_name(out_dir.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Write files (relative path -> text) plus site/static/ into the claimed folder `out_dir`."""
+    shutil.copytree(SITE_DIR / "static", out_dir / "static")
+    shutil.copyfile(plotly_js(), out_dir / "static" / "plotly.min.js")   # offline: no CDN
+    for rel, text in sorted(files.items()):
+        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out_dir / rel).write_text(text, encoding="utf-8")
 
 
 def build_site(results_dir: Path, out_dir: Path) -> Path:
@@ -234,6 +231,15 @@ def build_site(results_dir: Path, out_dir: Path) -> Path:
     runs.json, runs.csv, speed/*.json and static/ (with plotly.min.js)."""
     import pandas as pd
 
+    if not Path(results_dir).is_dir():
+        raise FileNotFoundError(f"--results: folder {results_dir} does not exist")
+    with outputs.claim(Path(out_dir), "--out", "dir", is_site) as claim:
+        _build(Path(results_dir), claim.tmp, pd)
+    log.info("leaderboard written to %s", Path(out_dir) / "index.html")
+    return Path(out_dir) / "index.html"
+
+
+def _build(results_dir: Path, out_dir: Path, pd: Any) -> None:
     runs = load_all(Path(results_dir))
     if not runs:
         log.warning("no runs under %s/runs: the leaderboard will be empty", results_dir)
@@ -248,11 +254,8 @@ def build_site(results_dir: Path, out_dir: Path) -> Path:
         "runs.csv": csv.to_csv(index=False, lineterminator="\n"),
         **{f"speed/{t}.json": json.dumps(r, indent=1, sort_keys=True) + "\n" for t, r in speed.items()},
     }
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     _write_tree(out_dir, files)
-    log.info("leaderboard of %d runs written to %s", len(rows), out_dir / "index.html")
-    return out_dir / "index.html"
+    log.info("leaderboard of %d runs", len(rows))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from bench import outputs
 from bench.adapters import ArchAdapter
 from bench.data import token_ids_sha256
 from bench.stats import StatAccumulator
 from bench.structure import layer_units
+from methods.base import PruneBenchError
 from methods.structured_obs import kept_units, reconstruct, removal_order, scatter_units
 
 log = logging.getLogger(__name__)
@@ -105,13 +106,24 @@ def build(model: nn.Module, adapter: ArchAdapter, ids: torch.Tensor, percdamp: f
     return LevelDB(orders, hessians, meta)
 
 
+def is_level_db(path: Path) -> bool:
+    """A file this tool wrote as a level database (readable header with our metadata)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return "meta" in (f.metadata() or {})
+    except Exception:  # noqa: BLE001 - safetensors raises several types for foreign files
+        return False
+
+
 def save(db: LevelDB, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically through bench.outputs (a concurrent builder of the same cache waits)."""
     tensors = {f"order/{k}": v.contiguous() for k, v in db.orders.items()}
     tensors.update({f"hessian/{k}": v.contiguous() for k, v in db.hessians.items()})
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"meta": json.dumps(db.meta, sort_keys=True)})
-    os.replace(tmp, path)
+    with outputs.claim(path, "level database", "file", is_level_db, create_parent=True,
+                       wait=True) as claim:
+        save_file(tensors, str(claim.tmp), metadata={"meta": json.dumps(db.meta, sort_keys=True)})
 
 
 def load(path: Path) -> LevelDB:
@@ -128,6 +140,8 @@ def load(path: Path) -> LevelDB:
 def load_or_build(path: Path, model: nn.Module, adapter: ArchAdapter, ids: torch.Tensor,
                   percdamp: float, progress: bool = True) -> LevelDB:
     """The cached database when it matches these calibration ids and damping, else a new one."""
+    if path.exists() and not is_level_db(path):
+        raise PruneBenchError(f"{path} is not a level database this tool wrote; move it away")
     if path.is_file():
         db = load(path)
         if (db.meta.get("version") == VERSION and db.meta.get("percdamp") == percdamp

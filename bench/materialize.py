@@ -108,8 +108,24 @@ def prepare_gguf(spec: ModelSpec) -> Path:
     return out
 
 
+def random_config(spec: ModelSpec, tok: Any = None) -> Any:
+    """The transformers config of a `random` zoo model: its zoo config, the tokenizer's
+    vocabulary size and special token ids (the tokenizer is loaded when not given)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    if tok is None:
+        tok = AutoTokenizer.from_pretrained(_resolve(spec.source["tokenizer"]))
+    cfg_kwargs = dict(spec.source["config"])
+    model_type = cfg_kwargs.pop("model_type")
+    cfg_kwargs.setdefault("vocab_size", len(tok))
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if getattr(tok, name, None) is not None:
+            cfg_kwargs.setdefault(name, getattr(tok, name))
+    return AutoConfig.for_model(model_type, **cfg_kwargs)
+
+
 def prepare_random(spec: ModelSpec) -> Path:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, __version__ as tf_version
+    from transformers import AutoModelForCausalLM, AutoTokenizer, __version__ as tf_version
 
     src = spec.source
     tok_dir = _resolve(src["tokenizer"])
@@ -121,13 +137,7 @@ def prepare_random(spec: ModelSpec) -> Path:
     if _cached(out, ident):
         return out
     tok = AutoTokenizer.from_pretrained(tok_dir)
-    cfg_kwargs = dict(src["config"])
-    model_type = cfg_kwargs.pop("model_type")
-    cfg_kwargs.setdefault("vocab_size", len(tok))
-    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        if getattr(tok, name, None) is not None:
-            cfg_kwargs.setdefault(name, getattr(tok, name))
-    config = AutoConfig.for_model(model_type, **cfg_kwargs)
+    config = random_config(spec, tok)
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
         torch.manual_seed(src["seed"])
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

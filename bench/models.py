@@ -33,6 +33,8 @@ SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
 }
 ENTRY_FIELDS: frozenset[str] = frozenset({"arch", "description", "source", "trained_here",
                                           "recipe", "params_b"})
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+                                  "float16": torch.float16}
 TOKENIZER_FILES: tuple[str, ...] = ("tokenizer.json", "tokenizer_config.json", "vocab.json",
                                     "merges.txt", "special_tokens_map.json", "tokenizer.model")
 
@@ -164,6 +166,30 @@ def prepare(spec: ModelSpec) -> Path | str:
     if kind == "hub":
         return str(spec.source["id"])
     raise ValueError(f"model '{spec.key}': source.kind '{kind}' unknown" + _hint(kind, sorted(SOURCE_FIELDS)))
+
+
+def device(name: str) -> torch.device:
+    """The torch device of the config's `engine.device` (auto: cuda when available)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("config asks for device cuda but no GPU is available")
+    return torch.device(name)
+
+
+def checkpoint_config(path: Path) -> Any:
+    """The transformers config of a checkpoint folder, without its weights (one-line errors)."""
+    from transformers import AutoConfig
+
+    from bench.slim_models import register
+
+    register()
+    if not (Path(path) / "config.json").is_file():
+        raise FileNotFoundError(f"checkpoint {path} has no config.json (not a transformers checkpoint)")
+    try:
+        return AutoConfig.from_pretrained(path)
+    except Exception as exc:  # noqa: BLE001 - any parser failure is one clear line
+        raise RuntimeError(f"could not read {Path(path) / 'config.json'}: {_one_line(exc)}") from exc
 
 
 def _looks_like_path(s: str) -> bool:

@@ -73,11 +73,19 @@ def unpacked(package: str, version: str) -> Path:
     if marker.exists():
         return dest
     wheel = fetch_wheel(package, version)
-    tmp = dest.with_name(dest.name + ".tmp")
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    with zipfile.ZipFile(wheel) as zf:
-        zf.extractall(tmp)
-    (tmp / ".unpacked").write_text(wheel.name + "\n")
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extractall(tmp)
+        (tmp / ".unpacked").write_text(wheel.name + "\n")
+        if dest.exists() and not marker.exists():       # a copy interrupted before its marker
+            shutil.rmtree(dest, ignore_errors=True)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if not marker.exists():                     # not another process's finished copy
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return dest

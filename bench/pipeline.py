@@ -1,16 +1,17 @@
-"""The drivers behind the CLI: calibration set, prune-to-checkpoint, evaluate-to-run-JSON.
+"""The drivers behind the CLI: prune-to-checkpoint, evaluate-to-run-JSON.
 
 Owns the order of work for one run: every input is validated (model key, method, pattern,
-hyperparameters, capability, N:M divisibility, calibration file) before any long step; the
-pruned checkpoint is written to DIR.tmp and renamed, so a killed run leaves nothing half-written.
+hyperparameters, capability, sequence lengths and N:M widths from the model's config, the
+calibration file, a checkpoint against its prune.json, the output location) before any long
+step. Outputs go through `bench.outputs`: a folder or file this tool did not write is never
+replaced, concurrent writers of one target are refused, and a killed run leaves nothing
+half-written (a unique temporary, then an atomic rename).
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import resource
-import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,26 +19,20 @@ from typing import Any
 
 import torch
 
-from bench import data, models, results, structure, structured_run
+from bench import checkpoint as checkpoint_mod
+from bench import calibration, data, fits, models, outputs, results, structure, structured_run
+from bench import zeroshot as zeroshot_mod
 from bench.adapters import adapter_for
+from bench.calibration import load_calibration_for
+from bench.checkpoint import PRUNE_JSON
 from bench.config import load_config
 from bench.engine import prune_layerwise, validate_layers
-from bench.evaluate import check_pattern, measure_sparsity, perplexity
-from bench.packages import REPO_ROOT, work_dir
+from bench.evaluate import check_finite_weights, check_pattern, measure_sparsity, perplexity
+from bench.packages import REPO_ROOT
 from methods import registry
-from methods.base import LayerwiseMethod, ModelMethod, PruneBenchError, parse_pattern
+from methods.base import LayerwiseMethod, MethodError, ModelMethod, PruneBenchError, parse_pattern
 
 log = logging.getLogger(__name__)
-PRUNE_JSON = "prune.json"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PruneBenchError("config asks for device cuda but no GPU is available")
-    return torch.device(name)
 
 
 def _peak_rss_mb() -> float:
@@ -57,123 +52,106 @@ def _setup(cfg: dict[str, Any], progress: bool = True) -> None:
         torch.set_num_threads(int(threads))
 
 
-def calib_path(model_key: str) -> Path:
-    return work_dir() / "calib" / f"{model_key}.safetensors"
+def check_params(params: Any) -> None:
+    """Hyperparameter overrides must be a mapping (the CLI's `--params` is parsed before)."""
+    if params is not None and not isinstance(params, dict):
+        raise PruneBenchError(f"--params must be a JSON object of hyperparameters, got "
+                              f"{type(params).__name__}")
 
 
-def tokenizer_digest(tok: Any) -> str:
-    """sha256 of a tokenizer's full definition: calibration ids are only valid for this one."""
-    import hashlib
-
-    backend = getattr(tok, "backend_tokenizer", None)
-    blob = backend.to_str() if backend is not None else json.dumps(tok.get_vocab(), sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _calibration_identity(model_key: str, cfg: dict[str, Any]) -> dict[str, str]:
-    """What a calibration file must match: the protocol and the model's current tokenizer."""
-    from transformers import AutoTokenizer
-
-    spec = models.get_spec(model_key, models.load_zoo(REPO_ROOT / cfg["zoo"]))
-    c = cfg["calibration"]
-    return {"model": model_key, "corpus": c["corpus"], "n_samples": str(c["n_samples"]),
-            "seqlen": str(c["seqlen"]), "seed": str(c["seed"]),
-            "tokenizer_sha256": tokenizer_digest(AutoTokenizer.from_pretrained(models.prepare(spec)))}
-
-
-def make_calibration(model_key: str, cfg: dict[str, Any], out: Path | None = None) -> Path:
-    """Sample the model's calibration ids (seeded) and save them once: work/calib/{model}.safetensors."""
-    spec = models.get_spec(model_key, models.load_zoo(REPO_ROOT / cfg["zoo"]))
-    out = Path(out) if out else calib_path(model_key)
-    c = cfg["calibration"]
-    source = models.prepare(spec)
-    from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(source)
-    corpus = data.load_corpus(c["corpus"])
-    ids = data.sample_calibration(tok, corpus, c["n_samples"], c["seqlen"], c["seed"])
-    meta = {"model": model_key, "corpus": c["corpus"], "corpus_sha256": corpus.sha256,
-            "n_samples": str(c["n_samples"]), "seqlen": str(c["seqlen"]), "seed": str(c["seed"]),
-            "sha256": data.token_ids_sha256(ids), "tokenizer_sha256": tokenizer_digest(tok)}
-    data.save_calibration(out, ids, meta)
-    log.info("calibration %s: %s tokens, sha256 %s", out, ids.numel(), meta["sha256"][:12])
-    return out
-
-
-def load_calibration_for(model_key: str, cfg: dict[str, Any],
-                         path: Path | None) -> tuple[torch.Tensor, dict]:
-    """The model's calibration ids (sampled once on first use), checked against the config."""
-    path = Path(path) if path else calib_path(model_key)
-    if not path.exists():
-        if path != calib_path(model_key):
-            raise PruneBenchError(f"calibration file not found: {path}")
-        make_calibration(model_key, cfg, path)
-    ids, meta = data.load_calibration(path)
-    want = _calibration_identity(model_key, cfg)
-    stale = {k: (meta.get(k), v) for k, v in want.items() if k != "model" and meta.get(k) != v}
-    if stale and path == calib_path(model_key):
-        # a cached file from another protocol or an older tokenizer (a retrained zoo model):
-        # its ids would be another vocabulary's, so sample again
-        log.warning("calibration %s is stale (%s); sampling again", path, ", ".join(sorted(stale)))
-        make_calibration(model_key, cfg, path)
-        ids, meta = data.load_calibration(path)
-    elif stale:
-        raise PruneBenchError(f"calibration file {path} does not match this model/protocol: "
-                              f"{', '.join(sorted(stale))} differ")
-    c = cfg["calibration"]
-    if meta.get("model", model_key) != model_key:
-        raise PruneBenchError(f"calibration file {path} was made for model '{meta.get('model')}'")
-    if tuple(ids.shape) != (c["n_samples"], c["seqlen"]):
-        raise PruneBenchError(f"calibration file {path} has shape {tuple(ids.shape)}, config wants "
-                              f"({c['n_samples']}, {c['seqlen']}); delete it to resample")
-    return ids, meta
+def _run_method(method: Any, model: Any, adapter: Any, pattern: Any, calib_ids: Any,
+                cfg: dict[str, Any], tok: Any, model_key: str, progress: bool
+                ) -> tuple[Any, dict[str, Any]]:
+    engine = cfg["engine"]
+    if method.kind == "baseline":
+        return model, {}                            # the dense reference: weights untouched
+    if isinstance(method, LayerwiseMethod):
+        rep = prune_layerwise(model, adapter, method, pattern, calib_ids, engine["batch_size"],
+                              engine["sequential"], progress)
+        return model, {"seconds_stats": rep.seconds_stats, "seconds_prune": rep.seconds_prune,
+                       "seconds_propagate": rep.seconds_propagate, "n_tokens": rep.n_tokens}
+    method.progress = progress
+    mdata = structured_run.model_data(calib_ids, tok, cfg, model_key)
+    try:
+        result = method.prune_model(model, adapter, mdata, pattern)
+    except Exception as exc:  # noqa: BLE001 - a method's (or plugin's) error, named
+        raise MethodError(f"{registry.label(method.name)} failed: {type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:300]}") from exc
+    check_finite_weights(result.model, f"{registry.label(method.name)} produced a model that")
+    return result.model, result.report
 
 
 def prune(model_key: str, method_name: str, pattern_slug: str, out: Path,
           config: str | Path | dict | None = None, params: dict[str, Any] | None = None,
           calib: Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Prune one model with one method and pattern; write a loadable checkpoint + prune.json."""
+    """Prune one model with one method and pattern; write a loadable checkpoint + prune.json.
+
+    Every input is checked before the long work: names, pattern, hyperparameters, capability,
+    sequence lengths and N:M widths (from the model's config), `--calib`, and `out` (claimed:
+    refused when it is not a checkpoint this tool wrote, locked against concurrent writers)."""
     cfg = load_config(config)
     _setup(cfg, progress)
     zoo = models.load_zoo(REPO_ROOT / cfg["zoo"])
     spec = models.get_spec(model_key, zoo)
     pattern = parse_pattern(pattern_slug)
+    check_params(params)
     method = registry.create(method_name, {**cfg["methods"].get(method_name, {}), **(params or {})})
     method.check(pattern, spec.arch)
-    out = Path(out)
+    calibration.check_explicit(calib)
+    zoo_cfg = fits.zoo_config(spec)
+    fits.check_lengths(cfg, model_key, zoo_cfg, [method])
+    why = fits.nm_problem(pattern, fits.prunable_widths(zoo_cfg)) if zoo_cfg is not None else None
+    if why is not None:
+        raise PruneBenchError(f"model '{model_key}': {why}")
     engine = cfg["engine"]
-    device = _device(engine["device"])
-    source = models.prepare(spec)
-    model, tok = models.load_model(source, DTYPES[engine["dtype"]])
-    adapter = adapter_for(model)
-    validate_layers(model, adapter, pattern)
-    calib_ids, calib_meta = (None, None)
-    if method.capabilities.needs_calibration:
-        calib_ids, calib_meta = load_calibration_for(model_key, cfg, calib)
-    model.to(device)
-    t0 = time.perf_counter()
-    engine_report: dict[str, Any] = {}
-    if method.kind == "baseline":
-        pass                                    # the dense reference: weights untouched
-    elif isinstance(method, LayerwiseMethod):
-        rep = prune_layerwise(model, adapter, method, pattern, calib_ids, engine["batch_size"],
-                              engine["sequential"], progress)
-        engine_report = {"seconds_stats": rep.seconds_stats, "seconds_prune": rep.seconds_prune,
-                         "seconds_propagate": rep.seconds_propagate, "n_tokens": rep.n_tokens}
-    elif isinstance(method, ModelMethod):
-        dense_structure = structure.describe(model, adapter)
-        method.progress = progress
-        mdata = structured_run.model_data(calib_ids, tok, cfg, model_key)
-        result = method.prune_model(model, adapter, mdata, pattern)
-        model, engine_report = result.model, result.report
-    prune_seconds = time.perf_counter() - t0
-    info: dict[str, Any] = {
+    device = models.device(engine["device"])
+    with outputs.claim(Path(out), "--out", "dir", checkpoint_mod.is_checkpoint) as claim:
+        source = models.prepare(spec)
+        calib_ids, calib_meta = (None, None)
+        if method.capabilities.needs_calibration:
+            calib_ids, calib_meta = load_calibration_for(model_key, cfg, calib)
+        model, tok = models.load_model(source, models.DTYPES[engine["dtype"]])
+        check_finite_weights(model, f"the input model '{model_key}'")
+        adapter = adapter_for(model)
+        validate_layers(model, adapter, pattern)
+        fits.check_lengths(cfg, model_key, model.config, [method])
+        vocab = model.get_input_embeddings().num_embeddings
+        if calib_ids is not None and int(calib_ids.max()) >= vocab:
+            raise PruneBenchError(f"calibration ids reach {int(calib_ids.max())}, beyond the "
+                                  f"{vocab} embeddings of model '{model_key}'")
+        dense_structure = structure.describe(model, adapter) if isinstance(method, ModelMethod) else None
+        model.to(device)
+        t0 = time.perf_counter()
+        model, engine_report = _run_method(method, model, adapter, pattern, calib_ids, cfg, tok,
+                                           model_key, progress)
+        prune_seconds = time.perf_counter() - t0
+        info = _prune_info(spec, model, adapter, method, pattern, calib_ids, calib_meta, cfg,
+                           source, device, prune_seconds, engine_report)
+        if dense_structure is not None:
+            info["structure"] = structured_run.structure_record(dense_structure, model, adapter)
+        model.to("cpu")
+        model.save_pretrained(claim.tmp)
+        tok.save_pretrained(claim.tmp)
+        record = checkpoint_mod.seal_record(claim.tmp, info, model.config)
+        (claim.tmp / PRUNE_JSON).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    log.info("pruned %s/%s/%s in %.1fs -> %s", model_key, method.name, pattern.slug,
+             prune_seconds, out)
+    return record
+
+
+def _prune_info(spec: Any, model: Any, adapter: Any, method: Any, pattern: Any,
+                calib_ids: torch.Tensor | None, calib_meta: dict | None, cfg: dict[str, Any],
+                source: Any, device: torch.device, prune_seconds: float,
+                engine_report: dict[str, Any]) -> dict[str, Any]:
+    """What prune.json records of a run (before the checkpoint's files and seal are added)."""
+    return {
         "model": {"key": spec.key, "arch": spec.arch, "source": spec.source,
                   "trained_here": spec.trained_here, "n_layers": len(adapter.blocks(model)),
                   "provenance": models.model_provenance(Path(source)) if isinstance(source, Path) else {}},
         "method": {"name": method.name, "params": method.params_dict(), "kind": method.kind,
                    "origin": registry.origin(method.name)},
         "pattern": pattern.to_dict(),
-        "calibration": None if calib_meta is None else {
+        "calibration": None if calib_meta is None or calib_ids is None else {
             "source": calib_meta.get("corpus"), "corpus_sha256": calib_meta.get("corpus_sha256"),
             "n_samples": int(calib_ids.shape[0]), "seqlen": int(calib_ids.shape[1]),
             "seed": int(calib_meta.get("seed", cfg["calibration"]["seed"])),
@@ -182,59 +160,53 @@ def prune(model_key: str, method_name: str, pattern_slug: str, out: Path,
                  "device": str(device), "engine": engine_report,
                  "peak_gpu_mb": (torch.cuda.max_memory_allocated() / 2**20
                                  if device.type == "cuda" else None)},
-        "protocol": {"config": cfg["name"], "engine": engine, "calibration": cfg["calibration"]},
+        "protocol": {"config": cfg["name"], "engine": cfg["engine"], "calibration": cfg["calibration"]},
         "environment": results.environment_info(),
         "code": results.git_info(REPO_ROOT),
         "created_at": _now(),
     }
-    if isinstance(method, ModelMethod):
-        info["structure"] = structured_run.structure_record(dense_structure, model, adapter)
-    model.to("cpu")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / PRUNE_JSON).write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
-    log.info("pruned %s/%s/%s in %.1fs -> %s", model_key, method.name, pattern.slug,
-             prune_seconds, out)
-    return info
-
-
-def read_prune_json(checkpoint: Path) -> dict[str, Any]:
-    path = Path(checkpoint) / PRUNE_JSON
-    if not path.is_file():
-        raise PruneBenchError(f"{checkpoint} is not a PruneBench checkpoint (no {PRUNE_JSON})")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise PruneBenchError(f"corrupt {path}: {exc}") from None
-
-
-def _merge_zeroshot(path: Path, info: dict[str, Any], run: dict[str, Any]) -> None:
-    """Add the zero-shot metrics of `python -m bench zeroshot` (same checkpoint) to the run."""
-    record = json.loads(Path(path).read_text())
-    mine = {"model": info["model"]["key"], "method": info["method"]["name"],
-            "pattern": info["pattern"]["slug"], "created_at": info["created_at"]}
-    if record.get("run") != mine:
-        raise PruneBenchError(f"{path} holds zero-shot results of another run ({record.get('run')})")
-    run["metrics"].update(record["metrics"])
-    run["metrics_meta"]["zeroshot"] = record["meta"]
 
 
 def evaluate(checkpoint: Path, out: Path | None = None, config: str | Path | dict | None = None,
              progress: bool = True, zeroshot: Path | None = None) -> tuple[Path, dict[str, Any]]:
     """Measure sparsity on the saved weights and perplexity (plus the zero-shot results of
-    `zeroshot`, when given); write the run JSON atomically."""
+    `zeroshot`, when given); write the run JSON atomically.
+
+    Before any model is loaded: the checkpoint against its seal and file hashes, its config
+    against prune.json and the zoo model it names, the `--zeroshot` file against the checkpoint,
+    and `out` (claimed: refused when it is not a run file this tool wrote)."""
     cfg = load_config(config)
     _setup(cfg, progress)
-    info = read_prune_json(checkpoint)
+    checkpoint = Path(checkpoint)
+    info = checkpoint_mod.read(checkpoint)
+    checkpoint_mod.verify_against_zoo(info, checkpoint, cfg)
     pattern = parse_pattern(info["pattern"]["slug"])
+    zs = None
+    if zeroshot is not None:
+        zs = zeroshot_mod.read_record(Path(zeroshot), info, cfg["evaluation"].get("zeroshot"))
+    default = out is None
+    if out is None:
+        out = results.run_path(Path(cfg["results_dir"]), info["model"]["key"], info["method"]["name"],
+                               pattern.slug)
+    with outputs.claim(Path(out), "run file" if default else "--out", "file", results.is_run_file,
+                       create_parent=default) as claim:
+        run = _measure(checkpoint, info, pattern, cfg, progress)
+        if zs is not None:
+            run["metrics"].update(zs["metrics"])
+            run["metrics_meta"]["zeroshot"] = zs["meta"]
+        claim.tmp.write_text(results.dump_run(run, str(out)), encoding="utf-8")
+    log.info("%s: %s, sparsity %.4f -> %s", checkpoint, run["metrics"], run["sparsity"]["achieved"], out)
+    return Path(out), run
+
+
+def _measure(checkpoint: Path, info: dict[str, Any], pattern: Any, cfg: dict[str, Any],
+             progress: bool) -> dict[str, Any]:
+    """The run record of a verified checkpoint: sparsity on its weights, perplexity, latency."""
     ppl_cfg = cfg["evaluation"]["ppl"]
     corpus = data.load_corpus(ppl_cfg["corpus"])
-    model, tok = models.load_model(Path(checkpoint), DTYPES[cfg["engine"]["dtype"]])
+    dtype = models.DTYPES[cfg["engine"]["dtype"]]
+    model, tok = models.load_model(checkpoint, dtype)
+    check_finite_weights(model, f"checkpoint {checkpoint}")
     adapter = adapter_for(model)
     sp = measure_sparsity(model, adapter)
     extra: dict[str, Any] = {}
@@ -246,8 +218,7 @@ def evaluate(checkpoint: Path, out: Path | None = None, config: str | Path | dic
         sp.update(structured)
     else:
         check_pattern(model, adapter, pattern, sp["per_layer"])
-    device = _device(cfg["engine"]["device"])
-    model.to(device)
+    model.to(models.device(cfg["engine"]["device"]))
     ids = data.eval_token_ids(tok, corpus, ppl_cfg["max_tokens"])
     t0 = time.perf_counter()
     ppl = perplexity(model, ids, ppl_cfg["seqlen"], ppl_cfg["batch_size"], progress)
@@ -255,12 +226,11 @@ def evaluate(checkpoint: Path, out: Path | None = None, config: str | Path | dic
     if info["method"]["kind"] == "model":
         extra["method_report"] = info["cost"]["engine"]
     if pattern.kind == "structured":
-        speed = structured_run.latency(model, info["model"]["key"], cfg, DTYPES[cfg["engine"]["dtype"]],
-                                       progress)
+        speed = structured_run.latency(model, info["model"]["key"], cfg, dtype, progress)
         if speed is not None:
             extra["speed"] = speed
     key = f"ppl/{ppl_cfg['corpus']}"
-    run = {
+    return {
         "schema_version": results.SCHEMA_VERSION,
         "model": {k: info["model"][k] for k in ("key", "arch", "source", "trained_here", "n_layers")},
         "method": info["method"],
@@ -281,11 +251,3 @@ def evaluate(checkpoint: Path, out: Path | None = None, config: str | Path | dic
         "created_at": info["created_at"],
         **extra,
     }
-    if zeroshot is not None:
-        _merge_zeroshot(Path(zeroshot), info, run)
-    if out is None:
-        out = results.run_path(Path(cfg["results_dir"]), info["model"]["key"], info["method"]["name"],
-                               pattern.slug)
-    results.write_run(Path(out), run)
-    log.info("%s: %s = %.3f, sparsity %.4f -> %s", checkpoint, key, ppl["ppl"], sp["achieved"], out)
-    return Path(out), run

@@ -22,7 +22,7 @@ from bench.adapters import adapter_for
 from bench.config import load_config
 from bench.engine import prune_layerwise
 from bench.packages import REPO_ROOT
-from bench.pipeline import DTYPES, load_calibration_for
+from bench.calibration import load_calibration_for
 from methods import registry
 from methods.base import parse_pattern
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = load_config(args.config)
     spec = models.get_spec(args.model, models.load_zoo(REPO_ROOT / cfg["zoo"]))
-    model, _ = models.load_model(models.prepare(spec), DTYPES[cfg["engine"]["dtype"]])
+    model, _ = models.load_model(models.prepare(spec), models.DTYPES[cfg["engine"]["dtype"]])
     ids, _ = load_calibration_for(args.model, cfg, None)
     bs = args.engine_batch or cfg["engine"]["batch_size"]
     fwd = forward_seconds(model, ids, args.forward_batch)

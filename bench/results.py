@@ -14,12 +14,13 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+
+from bench import outputs
 
 log = logging.getLogger(__name__)
 
@@ -147,27 +148,34 @@ def run_path(results_dir: Path, model: str, method: str, pattern: str) -> Path:
             / f"{_safe_name('pattern', pattern)}.json")
 
 
-def write_run(path: Path, run: dict[str, Any]) -> None:
-    """Validate, then write atomically (tmp file + os.replace): sorted keys, indent 2, newline."""
-    path = Path(path)
+def dump_run(run: dict[str, Any], where: str = "run") -> str:
+    """The text of a run file: validated, strict JSON, sorted keys, indent 2, a final newline."""
     run = _finite(run, "")
-    validate_run(run, str(path))
+    validate_run(run, where)
     try:
-        text = json.dumps(run, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n"
+        return json.dumps(run, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n"
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: run is not JSON-serialisable: {exc}") from exc
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        raise ValueError(f"{where}: run is not JSON-serialisable: {exc}") from exc
+
+
+def json_object_with(path: Path, keys: tuple[str, ...]) -> bool:
+    """True when `path` holds a JSON object with all of `keys` (a file this tool wrote)."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(obj, dict) and all(k in obj for k in keys)
+
+
+def is_run_file(path: Path) -> bool:
+    """A run file of this tool (any schema version): may be replaced by a newer run."""
+    return json_object_with(path, ("schema_version", "model", "method", "pattern"))
+
+
+def write_run(path: Path, run: dict[str, Any]) -> None:
+    """Validate, then write atomically through bench.outputs (never over a foreign file)."""
+    outputs.write_text(Path(path), dump_run(run, str(path)), "run file", is_run_file,
+                       create_parent=True)
 
 
 def load_run(path: Path) -> dict[str, Any]:
@@ -267,11 +275,11 @@ def git_info(repo: Path) -> dict[str, Any]:
     return {"git_commit": head.stdout.strip(), "git_dirty": status.returncode != 0 or bool(status.stdout.strip())}
 
 
-def write_bench_json(data: dict[str, Any], default: Path, out: str | Path | None = None) -> Path:
-    """Atomically write a benchmark result (bench/*.py scripts) to `out` or `default`."""
+def write_bench_json(data: dict[str, Any], default: Path, out: str | Path | None = None,
+                     keys: tuple[str, ...] = ()) -> Path:
+    """Atomically write a benchmark result (bench/*.py scripts, speed records) to `out` or
+    `default`; an existing file is replaced only when it is a JSON object with `keys`."""
     path = Path(out) if out else default
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    outputs.write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n", "--out",
+                       lambda p: json_object_with(p, keys), create_parent=out is None or path == default)
     return path

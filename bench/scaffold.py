@@ -3,7 +3,8 @@
 Owns the scaffold: name checks (a lowercase identifier no method, method file or test file
 already uses), the two templates (bench/templates: a layer-wise scoring method and a model-level
 structured method, both working as written), the test file that runs the method contract
-(bench/contract.py), and writing both atomically. The registry imports every file in methods/,
+(bench/contract.py), and writing both atomically, never over an existing file (of two concurrent
+scaffolds of one name, exactly one wins). The registry imports every file in methods/,
 so the new method is registered, listed by `python -m bench list` and usable in a grid config
 at once.
 """
@@ -12,11 +13,11 @@ from __future__ import annotations
 import importlib
 import keyword
 import logging
-import os
 import re
 from pathlib import Path
 from string import Template
 
+from bench import outputs
 from bench.packages import REPO_ROOT
 from methods import registry
 from methods.base import PruneBenchError
@@ -78,12 +79,6 @@ def render(name: str, kind: str) -> tuple[str, str]:
     return method, test
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def new_method(name: str, kind: str = "layerwise", methods_dir: Path | None = None,
                tests_dir: Path | None = None) -> tuple[Path, Path]:
     """Write methods/NAME.py and tests/test_method_NAME.py; check the method registers."""
@@ -93,11 +88,11 @@ def new_method(name: str, kind: str = "layerwise", methods_dir: Path | None = No
     method_text, test_text = render(name, kind)
     method_path = methods_dir / f"{name}.py"
     test_path = tests_dir / f"test_method_{name}.py"
-    _write(method_path, method_text)
+    outputs.create_new(method_path, method_text, "method file")
     try:
-        _write(test_path, test_text)
-    except OSError:
-        method_path.unlink(missing_ok=True)
+        outputs.create_new(test_path, test_text, "test file")
+    except (OSError, PruneBenchError):
+        method_path.unlink(missing_ok=True)      # ours: written a moment ago
         raise
     if methods_dir.resolve() == (REPO_ROOT / "methods").resolve():
         importlib.invalidate_caches()

@@ -13,6 +13,7 @@ no figure is ever written that was not measured.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench import models, results, speed
+from bench import models, outputs, results, speed
 from bench.adapters import adapter_for
 from bench.packages import REPO_ROOT
 from bench.speed_shapes import (PAPER_CONFIGS, LinearShape, grid_config, linear_shapes, meta_model,
@@ -30,6 +31,7 @@ from methods.base import PruneBenchError
 
 log = logging.getLogger(__name__)
 SCHEMA = "prunebench.speed/1"
+RECORD_KEYS = ("schema", "target", "status")     # what makes a file a speed record of ours
 DEFAULTS: dict[str, Any] = {
     "paper_configs": list(PAPER_CONFIGS), "tokens": [1, 16, 128, 512, 2048, 8192],
     "dtypes": ["float16", "bfloat16"], "backends": list(speed.BACKENDS),
@@ -202,6 +204,16 @@ def run_target(target: str, cfg: dict[str, Any], out: Path | None = None, *,
 
     `device` and `make_sparse` exist for testing the harness on CPU with a stand-in converter;
     such a record is marked `stand_in` and is never a result."""
+    path = Path(out) if out else REPO_ROOT / "results" / "speed" / f"{target}.json"
+    with outputs.claim(path, "--out", "file", lambda p: results.json_object_with(p, RECORD_KEYS),
+                       create_parent=out is None) as claim:
+        record = _run(target, cfg, progress, device, make_sparse, weights)
+        claim.tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return record
+
+
+def _run(target: str, cfg: dict[str, Any], progress: bool, device: torch.device | None,
+         make_sparse: speed.SparseMaker | None, weights: str) -> dict[str, Any]:
     s = settings_of(cfg)
     model, kind = _target_model(target, cfg, weights)
     shapes = linear_shapes(model)
@@ -232,6 +244,4 @@ def run_target(target: str, cfg: dict[str, Any], out: Path | None = None, *,
     else:
         log.warning("%s: %s; recording the plan (%d cells) and no figures", target, reason,
                     len(cells))
-    path = out or REPO_ROOT / "results" / "speed" / f"{target}.json"
-    results.write_bench_json(record, path, path)
     return record

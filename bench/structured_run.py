@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench import data, models
+from bench import data, models, outputs
 from bench.adapters import ArchAdapter
 from bench.packages import REPO_ROOT, work_dir
 from bench.structure import describe, structured_params
@@ -50,14 +50,17 @@ def build_level_db(model_key: str, cfg: dict[str, Any], out: Path | None = None,
     """DarwinLM's level database of a zoo model on its calibration ids (bench.level_db)."""
     from bench import level_db
     from bench.adapters import adapter_for
-    from bench.pipeline import DTYPES, load_calibration_for
+    from bench.calibration import load_calibration_for
     from methods import registry
 
     percdamp = registry.create("darwinlm", cfg["methods"].get("darwinlm", {})).params.percdamp
     spec = models.get_spec(model_key, models.load_zoo(REPO_ROOT / cfg["zoo"]))
-    ids, _ = load_calibration_for(model_key, cfg, None)
-    model, _ = models.load_model(models.prepare(spec), DTYPES[cfg["engine"]["dtype"]])
+    default = out is None
     out = Path(out) if out else level_db_path(model_key)
+    outputs.check_target(out, "level database" if default else "--out", "file",
+                         level_db.is_level_db, create_parent=default)
+    ids, _ = load_calibration_for(model_key, cfg, None)
+    model, _ = models.load_model(models.prepare(spec), models.DTYPES[cfg["engine"]["dtype"]])
     level_db.load_or_build(out, model, adapter_for(model), ids, percdamp, progress)
     return out
 

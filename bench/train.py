@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from bench.data import eval_token_ids, load_corpus
 from bench.packages import work_dir
+from methods.base import PruneBenchError
 
 log = logging.getLogger(__name__)
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0..3, the same layout as OPT's tokenizer
@@ -187,7 +188,7 @@ class Trainer:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         torch.save({"recipe": asdict(self.r), "model": self.model.state_dict(),
                     "opt": self.opt.state_dict(), "gen": self.gen.get_state(),
                     "order": self.order, "state": self.state}, tmp)
@@ -297,10 +298,33 @@ def _finish(r: Recipe, out: Path, model, corpus_sha: str, st: dict, ppl: float, 
                             "python": platform.python_version(),
                             "threads": torch.get_num_threads()},
             "command": command}
-    tmp = out / ".model_card.json.tmp"
+    tmp = out / f".model_card.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(card, indent=1) + "\n")
     os.replace(tmp, out / "model_card.json")
     return card
+
+
+# what a (possibly interrupted) training run writes into --out
+OUT_FILES = frozenset({"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                       "config.json", "generation_config.json", "model.safetensors",
+                       "model_card.json"})
+
+
+def check_out(out: Path) -> None:
+    """Before any work: --out is a folder this tool trains into (new, empty, or holding only
+    what a training run writes), its parent exists and it can be written."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PruneBenchError(f"--out {out} exists and is a file, not a folder")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in OUT_FILES)
+        if foreign:
+            raise PruneBenchError(f"--out {out} holds files a training run does not write "
+                                  f"({', '.join(foreign[:3])}); refusing to train into it")
+    elif not out.parent.is_dir():
+        raise PruneBenchError(f"--out {out}: its folder {out.parent} does not exist")
+    if not os.access(out if out.is_dir() else out.parent, os.W_OK):
+        raise PruneBenchError(f"--out {out}: cannot write there (read-only or no permission)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -320,6 +344,7 @@ def main(argv: list[str] | None = None) -> None:
             ap.add_argument("--" + f.replace("_", "-"), type=type(d), default=d)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    check_out(a.out)
     torch.set_num_threads(a.threads)
     r = Recipe(**{f: getattr(a, f) for f in asdict(Recipe())})
     command = "python -m bench.train " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))

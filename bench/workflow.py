@@ -9,6 +9,7 @@ job asks a cluster for (GPU, memory, runtime), scaled by the model's size from t
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ def write_effective_config(cfg: dict[str, Any], work: str = "work") -> str:
     blob = json.dumps(cfg, sort_keys=True, indent=1) + "\n"
     if not path.exists() or path.read_text() != blob:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")   # cluster jobs parse at once
         tmp.write_text(blob)
         tmp.replace(path)
     return str(path)

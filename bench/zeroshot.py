@@ -14,13 +14,20 @@ targets and choices as lm-eval's built-in tasks; `source: hub` uses lm-eval's bu
 """
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import random
-import math
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+from bench import checkpoint as checkpoint_mod
+from bench import models, outputs
+from bench.config import load_config
+from bench.evaluate import check_finite_weights
+from methods.base import PruneBenchError
 
 log = logging.getLogger(__name__)
 TASK_DIR = Path(__file__).resolve().parent / "tasks"
@@ -134,31 +141,70 @@ def evaluate(model: Any, tok: Any, zcfg: dict[str, Any]) -> tuple[dict[str, floa
 
 
 
+def run_identity(info: dict[str, Any]) -> dict[str, Any]:
+    """Which checkpoint a zero-shot record belongs to (its prune.json, down to the seal)."""
+    return {"model": info["model"]["key"], "method": info["method"]["name"],
+            "pattern": info["pattern"]["slug"], "created_at": info["created_at"],
+            "seal": info.get("seal")}
+
+
+def _parse_record(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    ok = (isinstance(record, dict) and isinstance(record.get("run"), dict)
+          and isinstance(record.get("metrics"), dict) and isinstance(record.get("meta"), dict))
+    return record if ok else None
+
+
+def is_record(path: Path) -> bool:
+    """A file this tool wrote with `python -m bench zeroshot`."""
+    return _parse_record(path) is not None
+
+
+def read_record(path: Path, info: dict[str, Any], zcfg: dict[str, Any] | None) -> dict[str, Any]:
+    """The `--zeroshot` file of the checkpoint described by `info`, checked before any model is
+    loaded: readable, of this checkpoint, made under this config's zero-shot protocol, and its
+    metrics are zero-shot numbers. One-line PruneBenchError naming `--zeroshot` otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise PruneBenchError(f"--zeroshot: file not found: {path}")
+    record = _parse_record(path)
+    if record is None:
+        raise PruneBenchError(f"--zeroshot: {path} is not a zero-shot record (a JSON object with "
+                              f"run, metrics and meta)")
+    if record["run"] != run_identity(info):
+        raise PruneBenchError(f"--zeroshot: {path} holds the results of another checkpoint "
+                              f"({record['run'].get('model')}/{record['run'].get('method')}/"
+                              f"{record['run'].get('pattern')}, {record['run'].get('created_at')})")
+    if zcfg and record.get("config") != zcfg:
+        raise PruneBenchError(f"--zeroshot: {path} was made under another zero-shot protocol than "
+                              f"the config's evaluation.zeroshot")
+    bad = [k for k, v in record["metrics"].items() if not k.startswith("zeroshot/")
+           or not (v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)))]
+    if bad:
+        raise PruneBenchError(f"--zeroshot: {path}: '{bad[0]}' is not a zero-shot metric")
+    return record
+
+
 def evaluate_checkpoint(checkpoint: Path, out: Path, config: Any = None) -> dict[str, Any]:
     """`python -m bench zeroshot`: zero-shot metrics of a pruned checkpoint -> out (JSON, atomic).
 
-    The evaluate step merges them into the run JSON (`pipeline.evaluate(..., zeroshot=out)`)."""
-    import json
-
-    from bench import models
-    from bench.config import load_config
-    from bench.pipeline import DTYPES, _device, read_prune_json
-    from methods.base import PruneBenchError
-
+    The checkpoint is verified (bench.checkpoint) and `out` claimed (bench.outputs) before the
+    model is loaded. The evaluate step merges the record into the run JSON
+    (`pipeline.evaluate(..., zeroshot=out)`)."""
     cfg = load_config(config)
     zcfg = cfg["evaluation"].get("zeroshot")
     if not zcfg:
         raise PruneBenchError("config has no evaluation.zeroshot section")
-    info = read_prune_json(Path(checkpoint))
-    model, tok = models.load_model(Path(checkpoint), DTYPES[cfg["engine"]["dtype"]])
-    model.to(_device(cfg["engine"]["device"]))
-    metrics, meta = evaluate(model, tok, zcfg)
-    record = {"run": {"model": info["model"]["key"], "method": info["method"]["name"],
-                      "pattern": info["pattern"]["slug"], "created_at": info["created_at"]},
-              "config": zcfg, "metrics": metrics, "meta": meta}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out)
+    info = checkpoint_mod.read(Path(checkpoint))
+    checkpoint_mod.verify_against_zoo(info, Path(checkpoint), cfg)
+    with outputs.claim(Path(out), "--out", "file", is_record) as claim:
+        model, tok = models.load_model(Path(checkpoint), models.DTYPES[cfg["engine"]["dtype"]])
+        check_finite_weights(model, f"checkpoint {checkpoint}")
+        model.to(models.device(cfg["engine"]["device"]))
+        metrics, meta = evaluate(model, tok, zcfg)
+        record = {"run": run_identity(info), "config": zcfg, "metrics": metrics, "meta": meta}
+        claim.tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record

@@ -105,11 +105,27 @@ def tasks_dir() -> Path:
     return work_dir() / "tasks"
 
 
+def _valid(out: Path, manifest: Path) -> bool:
+    """The cached task files are whole: same package, every file's sha256 as recorded."""
+    try:
+        meta = json.loads(manifest.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    if meta.get("package") != f"{PACKAGE}=={VERSION}" or set(meta.get("tasks", {})) != set(TASKS):
+        return False
+    for task, entry in meta["tasks"].items():
+        path = out / f"{task}.jsonl"
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != entry.get("sha256"):
+            log.warning("zero-shot data %s does not match its recorded sha256; rebuilding", path)
+            return False
+    return True
+
+
 def prepare(out: Path | None = None) -> Path:
     """Write work/tasks/{task}.jsonl for every task once; returns the manifest path."""
     out = Path(out) if out else tasks_dir()
     manifest = out / "manifest.json"
-    if manifest.is_file() and json.loads(manifest.read_text()).get("package") == f"{PACKAGE}=={VERSION}":
+    if _valid(out, manifest):
         return manifest
     out.mkdir(parents=True, exist_ok=True)
     entries = {}

@@ -6,7 +6,8 @@ rule train_tiny:
         f"{workflow.basedir}/zoo/{{tiny}}/model.safetensors",
     params:
         py=PY,
-        recipe=lambda wc: train_recipe(f"{workflow.basedir}/zoo/{wc.tiny}", CFG["zoo"]),
+        # a list: `:q` quotes each argument of the recipe on its own
+        recipe=lambda wc: shlex.split(train_recipe(f"{workflow.basedir}/zoo/{wc.tiny}", CFG["zoo"])),
         out=lambda wc, output: os.path.dirname(output[0]),
     log:
         "logs/train/{tiny}.log",
@@ -20,7 +21,7 @@ rule train_tiny:
     conda:
         "envs/prunebench.yaml"
     shell:
-        "{params.py} -m bench train {params.recipe} --out {params.out} > {log} 2>&1"
+        "{params.py:q} -m bench train {params.recipe:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule prepare:
@@ -44,8 +45,8 @@ rule prepare:
     conda:
         "envs/prunebench.yaml"
     shell:
-        "{params.py} -m bench prepare --model {wildcards.model} --config {params.config} "
-        "--out {output} > {log} 2>&1"
+        "{params.py:q} -m bench prepare --model {wildcards.model:q} --config {params.config:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule calib:
@@ -68,8 +69,8 @@ rule calib:
     conda:
         "envs/prunebench.yaml"
     shell:
-        "{params.py} -m bench calib --model {wildcards.model} --config {params.config} "
-        "--out {output} > {log} 2>&1"
+        "{params.py:q} -m bench calib --model {wildcards.model:q} --config {params.config:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule level_db:
@@ -95,5 +96,5 @@ rule level_db:
     conda:
         "envs/prunebench.yaml"
     shell:
-        "{params.py} -m bench level-db --model {wildcards.model} --config {params.config} "
-        "--out {output} --quiet > {log} 2>&1"
+        "{params.py:q} -m bench level-db --model {wildcards.model:q} --config {params.config:q} "
+        "--out {output:q} --quiet > {log:q} 2>&1"

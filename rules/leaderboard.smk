@@ -16,4 +16,4 @@ rule site:
     conda:
         "envs/prunebench.yaml"
     shell:
-        "{params.py} -m bench leaderboard --results {params.results} --out {params.site} > {log} 2>&1"
+        "{params.py:q} -m bench leaderboard --results {params.results:q} --out {params.site:q} > {log:q} 2>&1"

@@ -28,8 +28,8 @@ rule prune:
     conda:
         "envs/prunebench.yaml"
     shell:
-        "{params.py} -m bench prune --model {wildcards.model} --method {wildcards.method} "
-        "--pattern {wildcards.pattern} --out {output} --config {params.config} --quiet > {log} 2>&1"
+        "{params.py:q} -m bench prune --model {wildcards.model:q} --method {wildcards.method:q} "
+        "--pattern {wildcards.pattern:q} --out {output:q} --config {params.config:q} --quiet > {log:q} 2>&1"
 
 
 rule zeroshot:
@@ -57,8 +57,8 @@ rule zeroshot:
     conda:
         "envs/prunebench.yaml"
     shell:
-        "{params.py} -m bench zeroshot --checkpoint {input} --out {output} "
-        "--config {params.config} > {log} 2>&1"
+        "{params.py:q} -m bench zeroshot --checkpoint {input:q} --out {output:q} "
+        "--config {params.config:q} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -72,7 +72,7 @@ rule evaluate:
         py=PY,
         config=CONFIG_JSON,
         protocol=json.dumps(CFG["evaluation"], sort_keys=True),
-        zeroshot=lambda wc, input: f"--zeroshot {input.zeroshot[0]}" if input.zeroshot else "",
+        zeroshot=lambda wc, input: ["--zeroshot", input.zeroshot[0]] if input.zeroshot else [],
     log:
         "logs/evaluate/{model}/{method}/{pattern}.log",
     benchmark:
@@ -86,5 +86,5 @@ rule evaluate:
     conda:
         "envs/prunebench.yaml"
     shell:
-        "{params.py} -m bench evaluate --checkpoint {input.ckpt} --out {output} "
-        "--config {params.config} --quiet {params.zeroshot} > {log} 2>&1"
+        "{params.py:q} -m bench evaluate --checkpoint {input.ckpt:q} --out {output:q} "
+        "--config {params.config:q} --quiet {params.zeroshot:q} > {log:q} 2>&1"

@@ -25,5 +25,5 @@ rule speed:
     conda:
         "envs/prunebench.yaml"
     shell:
-        "{params.py} -m bench speed --target {wildcards.target} --out {output} "
-        "--config {params.config} --quiet > {log} 2>&1"
+        "{params.py:q} -m bench speed --target {wildcards.target:q} --out {output:q} "
+        "--config {params.config:q} --quiet > {log:q} 2>&1"

@@ -130,18 +130,18 @@ def test_bad_calibration_inputs_and_files(tmp_path: Path):
 def test_stale_calibration_is_sampled_again(tmp_path, monkeypatch) -> None:
     """A cached calibration file made with another tokenizer (a retrained zoo model) holds ids of
     another vocabulary: the default file is sampled again, an explicit one is refused."""
-    from bench import data, pipeline
+    from bench import calibration, data
     from bench.config import load_config
     from bench.packages import REPO_ROOT
     from methods.base import PruneBenchError
 
     cfg = load_config(REPO_ROOT / "config" / "smoke.yaml")
-    monkeypatch.setattr(pipeline, "calib_path", lambda key: tmp_path / f"{key}.safetensors")
-    good, meta = pipeline.load_calibration_for("tiny-llama", cfg, None)
+    monkeypatch.setattr(calibration, "calib_path", lambda key: tmp_path / f"{key}.safetensors")
+    good, meta = calibration.load_calibration_for("tiny-llama", cfg, None)
     stale = dict(meta, tokenizer_sha256="0" * 64)
     data.save_calibration(tmp_path / "tiny-llama.safetensors", torch.zeros_like(good), stale)
-    again, meta2 = pipeline.load_calibration_for("tiny-llama", cfg, None)
+    again, meta2 = calibration.load_calibration_for("tiny-llama", cfg, None)
     assert torch.equal(again, good) and meta2["tokenizer_sha256"] == meta["tokenizer_sha256"]
     data.save_calibration(tmp_path / "other.safetensors", good, stale)
     with pytest.raises(PruneBenchError, match="tokenizer_sha256"):
-        pipeline.load_calibration_for("tiny-llama", cfg, tmp_path / "other.safetensors")
+        calibration.load_calibration_for("tiny-llama", cfg, tmp_path / "other.safetensors")

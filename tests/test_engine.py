@@ -7,7 +7,7 @@ from conftest import tiny_model
 
 from bench.adapters import adapter_for, layer_sparsity
 from bench.engine import prune_layerwise
-from methods.base import LayerResult, LayerwiseMethod, Pattern, parse_pattern
+from methods.base import LayerResult, LayerwiseMethod, MethodError, Pattern, parse_pattern
 from methods import registry
 
 
@@ -117,9 +117,12 @@ def test_lockstep_failure_is_raised_and_unwinds(arch):
 
     model = tiny_model(arch)
     ids = torch.randint(0, 128, (6, 16), generator=torch.Generator().manual_seed(6))
-    with pytest.raises(RuntimeError, match="boom"):
+    blocks = adapter_for(model).blocks_path
+    with pytest.raises(MethodError, match=rf"method 'boom-test' .* on layer {blocks}\.0\..* "
+                                          rf"failed: RuntimeError: boom") as info:
         prune_layerwise(model, adapter_for(model), Boom(), Pattern("dense", "dense", 0.0), ids,
                         batch_size=2, sequential=True, progress=False)
+    assert isinstance(info.value.__cause__, RuntimeError)
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())
 
 

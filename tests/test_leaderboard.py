@@ -39,6 +39,7 @@ def _landing(html: str, model: str) -> str:
 
 def test_build_site_content(results: Path, tmp_path: Path) -> None:
     out = tmp_path / "site" / "_build"
+    out.parent.mkdir()
     index = build_site(results, out)
     assert index == out / "index.html"
     for rel in ("leaderboard.html", "plots.html", "methods.html", "runs.csv", "runs.json",
@@ -104,6 +105,7 @@ def test_names_are_escaped(tmp_path: Path) -> None:
 
 
 def test_empty_results(tmp_path: Path) -> None:
+    (tmp_path / "nothing").mkdir()
     out = build_site(tmp_path / "nothing", tmp_path / "out")
     assert "No runs yet" in out.read_text()
     assert json.loads((tmp_path / "out" / "runs.json").read_text()) == []

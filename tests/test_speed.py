@@ -66,6 +66,7 @@ def test_prune_2of4_keeps_the_two_largest_of_every_four() -> None:
 def test_no_gpu_record_holds_the_plan_and_no_figure(tmp_path: Path) -> None:
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
     out = tmp_path / "speed" / "opt-6.7b.json"
+    out.parent.mkdir()
     rec = speed_run.run_target("opt-6.7b", cfg, out, progress=False)
     assert json.loads(out.read_text()) == json.loads(json.dumps(rec))
     assert [p.name for p in out.parent.iterdir()] == ["opt-6.7b.json"]     # no temp file left
