@@ -86,7 +86,12 @@ def _hessians(model: nn.Module, adapter: ArchAdapter, ids: torch.Tensor, batch_s
     finally:
         for h in handles:
             h.remove()
-    return {k: acc.finish().hessian for k, acc in accs.items()}
+    out = {k: acc.finish().hessian for k, acc in accs.items()}
+    bad = [k for k, h in out.items() if h is None or not bool(torch.isfinite(h).all())]
+    if bad:
+        raise PruneBenchError(f"darwinlm level database: non-finite Hessian of layer {bad[0]} "
+                              f"(NaN/Inf calibration activations entering it)")
+    return out
 
 
 def build(model: nn.Module, adapter: ArchAdapter, ids: torch.Tensor, percdamp: float = 0.01,

@@ -63,6 +63,9 @@ def check_target(target: Path, what: str, kind: Kind, owned: Owned | None = None
                  create_parent: bool = False) -> None:
     """Raise a one-line OutputError unless `target` may be (re)written; see the module doc."""
     target = Path(target)
+    if target.name in ("", ".", ".."):
+        raise OutputError(f"{what} {str(target) or '.'}: name a file or folder to create, not "
+                          f"the current or a parent folder")
     if target.is_symlink():
         raise OutputError(f"{what} {target} is a symbolic link; refusing to replace it")
     if target.exists():

@@ -122,6 +122,10 @@ def gradient_importance(model: nn.Module, adapter: Any, ids: torch.Tensor, impor
                     f = fisher[id(t)] if fisher else torch.zeros_like(t)
                     views.append(tuple(unit_view(x, dim, copies, n) for x in (t.detach(), t.grad, f)))
                 per_kind[c.kind] = _unit_scores(views, importance, aggregate)
+                if not bool(torch.isfinite(per_kind[c.kind]).all()):    # NaN would sort anywhere
+                    raise PruneBenchError(f"llm_pruner: non-finite {importance} importance of the "
+                                          f"'{c.kind}' units of block {i} (NaN/Inf gradients of "
+                                          f"the calibration loss)")
             scores.append(per_kind)
     finally:
         for p, flag in zip(params, was):

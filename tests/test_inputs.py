@@ -339,3 +339,21 @@ def test_a_safetensors_error_is_one_line(pruned, tmp_path, capsys, monkeypatch) 
     code, line, _ = run_main(["evaluate", "--checkpoint", str(pruned), "--out",
                               str(tmp_path / "run.json"), "--config", SMOKE], capsys)
     assert code == 2 and line.endswith("HeaderTooLarge") and list(tmp_path.iterdir()) == []
+
+
+def test_model_level_methods_refuse_non_finite_statistics() -> None:
+    """LLM-Pruner's gradient importance and DarwinLM's level-database Hessians: NaN would sort
+    anywhere and pick units at random; both stop, naming where the statistic went non-finite."""
+    from bench import level_db
+    from bench.adapters import adapter_for
+    from methods.llm_pruner import gradient_importance
+    from tests.conftest import tiny_model
+
+    model = tiny_model("llama")
+    model.model.layers[0].input_layernorm.weight.data.fill_(3e38)
+    adapter = adapter_for(model)
+    ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(PruneBenchError, match="llm_pruner: non-finite taylor importance"):
+        gradient_importance(model, adapter, ids, "taylor", "sum", progress=False)
+    with pytest.raises(PruneBenchError, match="non-finite Hessian of layer 0"):
+        level_db._hessians(model, adapter, ids, 2, False)

@@ -70,6 +70,8 @@ def test_wrong_kind_and_missing_parent_are_one_line(tmp_path, capsys, no_model_l
     before = snapshot(tmp_path)
     code, line, _ = run_main(prune_args(tmp_path / "a-file"), capsys)
     assert code == 2 and "exists and is a file, not a folder" in line
+    code, line, _ = run_main(prune_args(Path(".")), capsys)
+    assert code == 2 and "name a file or folder to create" in line
     code, line, _ = run_main(prune_args(tmp_path / "no" / "such" / "ckpt"), capsys)
     assert code == 2 and f"its folder {tmp_path / 'no' / 'such'} does not exist" in line
     code, line, _ = run_main(["evaluate", "--checkpoint", str(tmp_path), "--out",
