@@ -131,7 +131,7 @@ def test_random_llama_shapes_deterministic_and_reloads(tok_dir: Path, work: Path
 
 
 def test_failed_build_leaves_nothing(tok_dir: Path, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    stale = work / "models" / "tiny-llama.tmp-4194399"  # left by a killed build (pid above pid_max)
+    stale = work / "models" / ".tiny-llama.4194399.x1.tmp"  # left by a killed build (bench.outputs)
     stale.mkdir(parents=True)
     from transformers import AutoTokenizer
 
