@@ -18,6 +18,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 log = logging.getLogger("bench")
 
@@ -64,7 +65,6 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
     from bench import models, outputs
     from bench.config import load_config
     from bench.packages import REPO_ROOT
-    from bench.results import json_object_with
 
     cfg = load_config(args.config)
     spec = models.get_spec(args.model, models.load_zoo(REPO_ROOT / cfg["zoo"]))
@@ -72,7 +72,7 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
         sys.stdout.write(f"{models.prepare(spec)}\n")
         return
     with outputs.claim(Path(args.out), "--out", "file",
-                       lambda p: json_object_with(p, ("key", "path"))) as claim:
+                       lambda p: outputs.json_object_with(p, ("key", "path"))) as claim:
         where = models.prepare(spec)
         marker = {"key": spec.key, "path": str(where), "provenance":
                   models.model_provenance(Path(where)) if isinstance(where, Path) else {}}
@@ -87,8 +87,8 @@ def _cmd_calib(args: argparse.Namespace) -> None:
     make_calibration(args.model, load_config(args.config), Path(args.out) if args.out else None)
 
 
-def _params(text: str | None) -> dict | None:
-    """`--params`: a JSON object of hyperparameter overrides, or a one-line error naming it."""
+def _params(text: str | None) -> Any:
+    """`--params` parsed as JSON, or a one-line error naming it."""
     from methods.base import PruneBenchError
 
     if text is None:
@@ -98,10 +98,7 @@ def _params(text: str | None) -> dict | None:
     except json.JSONDecodeError as exc:
         raise PruneBenchError(f"--params is not valid JSON ({exc.msg} at character {exc.pos}): "
                               f"{text[:80]!r}") from None
-    if not isinstance(params, dict):
-        raise PruneBenchError(f"--params must be a JSON object such as '{{\"blocksize\": 64}}', "
-                              f"got a JSON {type(params).__name__}")
-    return params
+    return params                       # a JSON object: checked by pipeline.check_params
 
 
 def _cmd_prune(args: argparse.Namespace) -> None:

@@ -52,14 +52,8 @@ def _identity(model_key: str, cfg: dict[str, Any], tok: Any) -> dict[str, str]:
 
 def is_calibration_file(path: Path) -> bool:
     """A file this tool wrote as calibration ids (readable header with our metadata)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-    except Exception:  # noqa: BLE001 - safetensors raises several types for foreign files
-        return False
-    return {"sha256", "model", "tokenizer_sha256"} <= set(meta)
+    meta = data.safetensors_metadata(path)
+    return meta is not None and {"sha256", "model", "tokenizer_sha256"} <= set(meta)
 
 
 def make_calibration(model_key: str, cfg: dict[str, Any], out: Path | None = None,

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bench import fits, models
+from bench import fits, models, outputs
 from bench.adapters import adapter_for
 from bench.packages import REPO_ROOT, sha256_bytes, sha256_file
 from methods import registry
@@ -63,12 +63,8 @@ def seal_record(folder: Path, info: dict[str, Any], config: Any) -> dict[str, An
 
 
 def _parse(folder: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads((folder / PRUNE_JSON).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(record, dict) or not all(isinstance(record.get(k), (dict, str))
-                                               for k in REQUIRED):
+    record = outputs.json_object(folder / PRUNE_JSON)
+    if record is None or not all(isinstance(record.get(k), (dict, str)) for k in REQUIRED):
         return None
     return record
 

@@ -114,14 +114,13 @@ def plan(cfg: dict[str, Any]) -> tuple[list[Run], list[tuple[Run, str]]]:
     that model's cells of the pattern (bench.fits)."""
     zoo = models.load_zoo(REPO_ROOT / cfg["zoo"])
     methods = {name: registry.create(name, params) for name, params in cfg["methods"].items()}
-    patterns = {slug: parse_pattern(slug) for slug in cfg["patterns"]}
+    nm = any(parse_pattern(slug).kind == "nm" for slug in cfg["patterns"])
     runs: list[Run] = []
     dropped: list[tuple[Run, str]] = []
     for model in cfg["models"]:
         arch = zoo[model].arch
         config = fits.zoo_config(zoo[model])
         fits.check_lengths(cfg, model, config, list(methods.values()))
-        nm = [p for p in patterns.values() if p.kind == "nm"]
         widths = fits.prunable_widths(config) if config is not None and nm else {}
         for name, method in methods.items():
             slugs = ["dense"] if method.kind == "baseline" else cfg["patterns"]

@@ -282,6 +282,17 @@ def save_calibration(path: Path, input_ids: torch.Tensor, meta: dict) -> None:
     os.replace(tmp, path)
 
 
+def safetensors_metadata(path: Path) -> dict[str, str] | None:
+    """The metadata of a readable safetensors file, or None (unreadable, not safetensors)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:  # noqa: BLE001 - safetensors raises several types for foreign files
+        return None
+
+
 def load_calibration(path: Path) -> tuple[torch.Tensor, dict]:
     """Read a file written by save_calibration; raise a one-line error if it is unusable."""
     from safetensors import safe_open

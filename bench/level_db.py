@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from bench import outputs
 from bench.adapters import ArchAdapter
-from bench.data import token_ids_sha256
+from bench.data import safetensors_metadata, token_ids_sha256
 from bench.stats import StatAccumulator
 from bench.structure import layer_units
 from methods.base import PruneBenchError
@@ -113,13 +113,8 @@ def build(model: nn.Module, adapter: ArchAdapter, ids: torch.Tensor, percdamp: f
 
 def is_level_db(path: Path) -> bool:
     """A file this tool wrote as a level database (readable header with our metadata)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            return "meta" in (f.metadata() or {})
-    except Exception:  # noqa: BLE001 - safetensors raises several types for foreign files
-        return False
+    meta = safetensors_metadata(path)
+    return meta is not None and "meta" in meta
 
 
 def save(db: LevelDB, path: Path) -> None:

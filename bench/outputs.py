@@ -18,6 +18,7 @@ of killed writers are removed by the next writer of the same target.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import re
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from methods.base import PruneBenchError
 
@@ -212,6 +213,21 @@ def claim(target: Path | str, what: str, kind: Kind = "file", owned: Owned | Non
         if tmp is not None:
             _remove(tmp)
         _unlock(fd, target)
+
+
+def json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None when it is unreadable or not an object."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def json_object_with(path: Path, keys: tuple[str, ...]) -> bool:
+    """True when `path` holds a JSON object with all of `keys` (a file this tool wrote)."""
+    obj = json_object(path)
+    return obj is not None and all(k in obj for k in keys)
 
 
 def write_text(target: Path | str, text: str, what: str, owned: Owned | None = None,

@@ -55,8 +55,8 @@ def _setup(cfg: dict[str, Any], progress: bool = True) -> None:
 def check_params(params: Any) -> None:
     """Hyperparameter overrides must be a mapping (the CLI's `--params` is parsed before)."""
     if params is not None and not isinstance(params, dict):
-        raise PruneBenchError(f"--params must be a JSON object of hyperparameters, got "
-                              f"{type(params).__name__}")
+        raise PruneBenchError(f"--params must be a JSON object such as '{{\"blocksize\": 64}}', "
+                              f"got a JSON {type(params).__name__}")
 
 
 def _run_method(method: Any, model: Any, adapter: Any, pattern: Any, calib_ids: Any,
@@ -114,7 +114,8 @@ def prune(model_key: str, method_name: str, pattern_slug: str, out: Path,
         check_finite_weights(model, f"the input model '{model_key}'")
         adapter = adapter_for(model)
         validate_layers(model, adapter, pattern)
-        fits.check_lengths(cfg, model_key, model.config, [method])
+        if zoo_cfg is None:                     # a hub model not in the local cache
+            fits.check_lengths(cfg, model_key, model.config, [method])
         vocab = model.get_input_embeddings().num_embeddings
         if calib_ids is not None and int(calib_ids.max()) >= vocab:
             raise PruneBenchError(f"calibration ids reach {int(calib_ids.max())}, beyond the "

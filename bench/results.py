@@ -158,18 +158,9 @@ def dump_run(run: dict[str, Any], where: str = "run") -> str:
         raise ValueError(f"{where}: run is not JSON-serialisable: {exc}") from exc
 
 
-def json_object_with(path: Path, keys: tuple[str, ...]) -> bool:
-    """True when `path` holds a JSON object with all of `keys` (a file this tool wrote)."""
-    try:
-        obj = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(obj, dict) and all(k in obj for k in keys)
-
-
 def is_run_file(path: Path) -> bool:
     """A run file of this tool (any schema version): may be replaced by a newer run."""
-    return json_object_with(path, ("schema_version", "model", "method", "pattern"))
+    return outputs.json_object_with(path, ("schema_version", "model", "method", "pattern"))
 
 
 def write_run(path: Path, run: dict[str, Any]) -> None:
@@ -281,5 +272,5 @@ def write_bench_json(data: dict[str, Any], default: Path, out: str | Path | None
     `default`; an existing file is replaced only when it is a JSON object with `keys`."""
     path = Path(out) if out else default
     outputs.write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n", "--out",
-                       lambda p: json_object_with(p, keys), create_parent=out is None or path == default)
+                       lambda p: outputs.json_object_with(p, keys), create_parent=out is None or path == default)
     return path

@@ -205,7 +205,7 @@ def run_target(target: str, cfg: dict[str, Any], out: Path | None = None, *,
     `device` and `make_sparse` exist for testing the harness on CPU with a stand-in converter;
     such a record is marked `stand_in` and is never a result."""
     path = Path(out) if out else REPO_ROOT / "results" / "speed" / f"{target}.json"
-    with outputs.claim(path, "--out", "file", lambda p: results.json_object_with(p, RECORD_KEYS),
+    with outputs.claim(path, "--out", "file", lambda p: outputs.json_object_with(p, RECORD_KEYS),
                        create_parent=out is None) as claim:
         record = _run(target, cfg, progress, device, make_sparse, weights)
         claim.tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")

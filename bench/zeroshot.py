@@ -149,12 +149,8 @@ def run_identity(info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _parse_record(path: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    ok = (isinstance(record, dict) and isinstance(record.get("run"), dict)
-          and isinstance(record.get("metrics"), dict) and isinstance(record.get("meta"), dict))
+    record = outputs.json_object(path)
+    ok = record is not None and all(isinstance(record.get(k), dict) for k in ("run", "metrics", "meta"))
     return record if ok else None
 
 
