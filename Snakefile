@@ -9,6 +9,7 @@
 #   work/calib/{model}.safetensors              calibration token ids, shared by every method
 #   work/pruned/{model}/{method}/{pattern}/     pruned checkpoint (temp unless keep_checkpoints)
 #   {results_dir}/runs/{model}/{method}/{pattern}.json   one versioned run JSON (committed)
+#   {results_dir}/runs/{model}/{method}/{pattern}.examples.json.gz   its per-example records
 #   {results_dir}/speed/{target}.json           2:4 kernel speed of a model / paper config (GPU)
 #   {site_dir}/index.html                       the leaderboard (a pure function of results/)
 #   logs/, work/benchmarks/                     per-job logs and Snakemake benchmarks
@@ -54,7 +55,8 @@ PY = sys.executable
 
 include: "rules/common.smk"
 
-RUN_FILES = [f"{RESULTS}/runs/{r.model}/{r.method}/{r.pattern}.json" for r in RUNS]
+RUN_FILES = [f"{RESULTS}/runs/{r.model}/{r.method}/{r.pattern}{ext}" for r in RUNS
+             for ext in (".json", ".examples.json.gz")]
 SPEED_FILES = [f"{RESULTS}/speed/{t}.json" for t in speed_targets(CFG)]
 
 include: "rules/data.smk"

@@ -28,8 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "zoo": "config/models.yaml", "results_dir": "results", "site_dir": "site/_build",
     "keep_checkpoints": False,
 }
-ENGINE_DEFAULTS = {"batch_size": 8, "sequential": False, "device": "auto", "dtype": "float32",
-                   "threads": None}
+ENGINE_DEFAULTS = {"batch_size": 8, "device": "auto", "dtype": "float32", "threads": None}
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,10 @@ def load_config(source: str | Path | dict | None = None) -> dict[str, Any]:
     else:
         raw = read_yaml(Path(source), "config file")
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    if isinstance(raw.get("engine"), dict) and "sequential" in raw["engine"]:
+        raise PruneBenchError("config: engine.sequential is gone: each layer-wise method runs its "
+                              "reference schedule; add a '_seq' variant (e.g. sparsegpt_seq) to "
+                              "methods for the true-sequential one")
     try:
         jsonschema.validate(raw, schema)
     except jsonschema.ValidationError as exc:

@@ -2,7 +2,8 @@
 
 Owns: `perplexity` (non-overlapping windows of `seqlen` tokens over the evaluation text tokenized
 once without special tokens, no BOS inserted, the trailing partial window dropped, NLL averaged
-over every predicted token), `measure_sparsity` and `check_pattern` (verified on the weights of
+over every predicted token; per-window NLL and, against the dense model, per-window KL for the
+paired statistics of bench/paired.py), `measure_sparsity` and `check_pattern` (verified on the weights of
 the prunable layers, N:M structure checked group by group).
 """
 from __future__ import annotations
@@ -21,8 +22,13 @@ from methods.base import Pattern, PruneBenchError
 
 @torch.no_grad()
 def perplexity(model: nn.Module, token_ids: torch.Tensor, seqlen: int, batch_size: int = 4,
-               progress: bool = True) -> dict[str, Any]:
-    """token_ids [N] -> {"ppl", "nll", "n_tokens" (predicted), "n_windows", "seqlen"}."""
+               progress: bool = True, reference: nn.Module | None = None) -> dict[str, Any]:
+    """token_ids [N] -> {"ppl", "nll", "n_tokens" (predicted), "n_windows", "seqlen",
+    "window_nll" [W] (mean NLL per window), "kl", "window_kl" [W]}.
+
+    With a `reference` model (the dense one) each window also gets the mean over its predicted
+    positions of KL(reference || model) of the next-token distribution, over the full
+    vocabulary in float32; `reference is model` gives exactly 0 (one forward, not two)."""
     n_windows = token_ids.numel() // seqlen
     if n_windows == 0:
         raise PruneBenchError(f"evaluation text has {token_ids.numel()} tokens, fewer than seqlen={seqlen}")
@@ -30,19 +36,40 @@ def perplexity(model: nn.Module, token_ids: torch.Tensor, seqlen: int, batch_siz
     device = next(model.parameters()).device
     total_nll = 0.0
     total_tokens = 0
+    window_nll: list[float] = []
+    window_kl: list[float] = []
     model.eval()
+    if reference is not None:
+        reference.eval()
     for start in tqdm(range(0, n_windows, batch_size), desc="perplexity", disable=not progress):
         batch = windows[start:start + batch_size].to(device)              # [b, seqlen]
         logits = model(input_ids=batch, use_cache=False).logits.float()   # [b, seqlen, V]
-        nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                              batch[:, 1:].reshape(-1), reduction="sum")
+        flat = logits[:, :-1].reshape(-1, logits.shape[-1])               # [b*(seqlen-1), V]
+        nll = F.cross_entropy(flat, batch[:, 1:].reshape(-1), reduction="sum")
         total_nll += float(nll)
         total_tokens += batch[:, 1:].numel()
+        per_token = F.cross_entropy(flat, batch[:, 1:].reshape(-1), reduction="none")
+        window_nll += per_token.view(batch.shape[0], -1).double().mean(1).tolist()   # [b]
+        if reference is model:                                            # the dense run itself
+            window_kl += [0.0] * batch.shape[0]
+        elif reference is not None:
+            window_kl += _window_kl(reference, batch, logits).tolist()
     mean_nll = total_nll / total_tokens
     if not math.isfinite(mean_nll):
         raise PruneBenchError("perplexity is not finite: the model produces NaN/Inf logits")
+    kl = None if reference is None else sum(window_kl) / len(window_kl)
     return {"ppl": math.exp(mean_nll), "nll": mean_nll, "n_tokens": total_tokens,
-            "n_windows": n_windows, "seqlen": seqlen}
+            "n_windows": n_windows, "seqlen": seqlen, "window_nll": window_nll,
+            "kl": kl, "window_kl": window_kl if reference is not None else None}
+
+
+def _window_kl(reference: nn.Module, batch: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Mean over each window's predicted positions of KL(reference || model). -> [b] float64"""
+    ref_logits = reference(input_ids=batch, use_cache=False).logits.float()   # [b, seqlen, V]
+    logp = F.log_softmax(ref_logits[:, :-1], dim=-1)                         # [b, L, V] dense
+    logq = F.log_softmax(logits[:, :-1], dim=-1)                             # [b, L, V] pruned
+    kl = (logp.exp() * (logp - logq)).sum(-1)                                 # [b, L]
+    return kl.double().mean(1).clamp_min(0.0)
 
 
 @torch.no_grad()

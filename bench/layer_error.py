@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     ids, _ = load_calibration_for(args.model, cfg, None)
     cmp = Compare(methods)
     prune_layerwise(model, adapter_for(model), cmp, pattern, ids, cfg["engine"]["batch_size"],
-                    cfg["engine"]["sequential"], progress=True)
+                    methods[0].sequential, progress=True)
     out = {"model": args.model, "pattern": args.pattern, "methods": args.methods,
            "propagated": args.methods[0], "calibration_shape": list(ids.shape),
            "summary": summarize(cmp.rows, args.methods[0], args.methods[1])

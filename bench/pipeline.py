@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from bench import checkpoint as checkpoint_mod
-from bench import calibration, data, fits, models, outputs, results, structure, structured_run
+from bench import calibration, data, examples, fits, models, outputs, results, structure, structured_run
 from bench import zeroshot as zeroshot_mod
 from bench.adapters import adapter_for
 from bench.calibration import load_calibration_for
@@ -67,7 +67,7 @@ def _run_method(method: Any, model: Any, adapter: Any, pattern: Any, calib_ids: 
         return model, {}                            # the dense reference: weights untouched
     if isinstance(method, LayerwiseMethod):
         rep = prune_layerwise(model, adapter, method, pattern, calib_ids, engine["batch_size"],
-                              engine["sequential"], progress)
+                              method.sequential, progress)
         return model, {"seconds_stats": rep.seconds_stats, "seconds_prune": rep.seconds_prune,
                        "seconds_propagate": rep.seconds_propagate, "n_tokens": rep.n_tokens}
     method.progress = progress
@@ -150,7 +150,9 @@ def _prune_info(spec: Any, model: Any, adapter: Any, method: Any, pattern: Any,
                   "trained_here": spec.trained_here, "n_layers": len(adapter.blocks(model)),
                   "provenance": models.model_provenance(Path(source)) if isinstance(source, Path) else {}},
         "method": {"name": method.name, "params": method.params_dict(), "kind": method.kind,
-                   "origin": registry.origin(method.name)},
+                   "origin": registry.origin(method.name),
+                   **({"sequential": method.sequential} if isinstance(method, LayerwiseMethod)
+                      else {})},
         "pattern": pattern.to_dict(),
         "calibration": None if calib_meta is None or calib_ids is None else {
             "source": calib_meta.get("corpus"), "corpus_sha256": calib_meta.get("corpus_sha256"),
@@ -189,12 +191,17 @@ def evaluate(checkpoint: Path, out: Path | None = None, config: str | Path | dic
     if out is None:
         out = results.run_path(Path(cfg["results_dir"]), info["model"]["key"], info["method"]["name"],
                                pattern.slug)
+    ex_path = examples.path_for(Path(out))
     with outputs.claim(Path(out), "run file" if default else "--out", "file", results.is_run_file,
-                       create_parent=default) as claim:
-        run = _measure(checkpoint, info, pattern, cfg, progress)
+                       create_parent=default) as claim, \
+            outputs.claim(ex_path, "examples file", "file", examples.is_examples_file) as ex_claim:
+        run, window = _measure(checkpoint, info, pattern, cfg, progress)
         if zs is not None:
             run["metrics"].update(zs["metrics"])
-            run["metrics_meta"]["zeroshot"] = zs["meta"]
+            run["metrics_meta"]["zeroshot"] = {k: v for k, v in zs["meta"].items()
+                                               if k != "examples"}
+        run["examples"] = ex_path.name
+        ex_claim.tmp.write_bytes(examples.dumps(_examples_record(info, run, window, zs)))
         claim.tmp.write_text(results.dump_run(run, str(out)), encoding="utf-8")
     log.info("%s: %s, sparsity %.4f -> %s", checkpoint, run["metrics"], run["sparsity"]["achieved"], out)
     return Path(out), run
@@ -219,11 +226,14 @@ def _measure(checkpoint: Path, info: dict[str, Any], pattern: Any, cfg: dict[str
         sp.update(structured)
     else:
         check_pattern(model, adapter, pattern, sp["per_layer"])
-    model.to(models.device(cfg["engine"]["device"]))
+    device = models.device(cfg["engine"]["device"])
+    model.to(device)
+    reference = model if info["method"]["kind"] == "baseline" else _dense(info, cfg, dtype, device)
     ids = data.eval_token_ids(tok, corpus, ppl_cfg["max_tokens"])
     t0 = time.perf_counter()
-    ppl = perplexity(model, ids, ppl_cfg["seqlen"], ppl_cfg["batch_size"], progress)
+    ppl = perplexity(model, ids, ppl_cfg["seqlen"], ppl_cfg["batch_size"], progress, reference)
     eval_seconds = time.perf_counter() - t0
+    del reference
     if info["method"]["kind"] == "model":
         extra["method_report"] = info["cost"]["engine"]
     if pattern.kind == "structured":
@@ -231,6 +241,10 @@ def _measure(checkpoint: Path, info: dict[str, Any], pattern: Any, cfg: dict[str
         if speed is not None:
             extra["speed"] = speed
     key = f"ppl/{ppl_cfg['corpus']}"
+    kl_key = f"kl/{ppl_cfg['corpus']}"
+    window = {"corpus": ppl_cfg["corpus"], "token_ids_sha256": data.token_ids_sha256(ids),
+              "seqlen": ppl["seqlen"], "window_ids": list(range(ppl["n_windows"])),
+              "nll": ppl["window_nll"], "kl": ppl["window_kl"]}
     return {
         "schema_version": results.SCHEMA_VERSION,
         "model": {k: info["model"][k] for k in ("key", "arch", "source", "trained_here", "n_layers")},
@@ -239,11 +253,14 @@ def _measure(checkpoint: Path, info: dict[str, Any], pattern: Any, cfg: dict[str
         "sparsity": {"achieved": sp["achieved"], "per_layer": sp["per_layer"],
                      "prunable_params": sp["prunable_params"]},
         "params": {"total": sp["total_params"], "nonzero": sp["nonzero_params"]},
-        "metrics": {key: ppl["ppl"]},
+        "metrics": {key: ppl["ppl"], kl_key: ppl["kl"]},
         "metrics_meta": {key: {"seqlen": ppl["seqlen"], "n_tokens": ppl["n_tokens"],
                                "n_windows": ppl["n_windows"], "bos": False, "nll": ppl["nll"],
                                "corpus_sha256": corpus.sha256,
-                               "token_ids_sha256": data.token_ids_sha256(ids)}},
+                               "token_ids_sha256": window["token_ids_sha256"]},
+                         kl_key: {"reference": "dense", "direction": "KL(dense || run)",
+                                  "dtype": "float32", "vocabulary": "full",
+                                  "windows": "those of " + key}},
         "cost": {**{k: info["cost"][k] for k in ("prune_seconds", "peak_rss_mb", "device")},
                  "eval_seconds": eval_seconds},
         "calibration": info["calibration"],
@@ -251,4 +268,22 @@ def _measure(checkpoint: Path, info: dict[str, Any], pattern: Any, cfg: dict[str
         "code": info["code"],
         "created_at": info["created_at"],
         **extra,
-    }
+    }, window
+
+
+def _dense(info: dict[str, Any], cfg: dict[str, Any], dtype: torch.dtype,
+           device: torch.device) -> Any:
+    """The dense model a run was pruned from (the KL reference), from the prepared cache."""
+    spec = models.get_spec(info["model"]["key"], models.load_zoo(REPO_ROOT / cfg["zoo"]))
+    dense, _ = models.load_model(models.prepare(spec), dtype)
+    return dense.to(device)
+
+
+def _examples_record(info: dict[str, Any], run: dict[str, Any], window: dict[str, Any],
+                     zs: dict[str, Any] | None) -> dict[str, Any]:
+    """The per-example record of a run (bench/examples.py)."""
+    return {"schema": examples.SCHEMA,
+            "run": {"model": info["model"]["key"], "method": info["method"]["name"],
+                    "pattern": info["pattern"]["slug"], "created_at": info["created_at"]},
+            "ppl": window,
+            "zeroshot": None if zs is None else zs["meta"]["examples"]}

@@ -60,12 +60,12 @@ def main(argv: list[str] | None = None) -> dict:
     method = registry.create(args.method, cfg["methods"].get(args.method, {}))
     t0 = time.perf_counter()
     rep = prune_layerwise(model, adapter_for(model), method, parse_pattern(args.pattern), ids, bs,
-                          cfg["engine"]["sequential"], progress=True)
+                          method.sequential, progress=True)
     prune = time.perf_counter() - t0
     out = {
         "model": args.model, "method": args.method, "pattern": args.pattern,
         "calibration_shape": list(ids.shape), "batch_size": bs,
-        "forward_batch_size": args.forward_batch, "sequential": cfg["engine"]["sequential"],
+        "forward_batch_size": args.forward_batch, "sequential": method.sequential,
         "forward_seconds": fwd, "prune_seconds": prune, "ratio": prune / fwd,
         "breakdown": {"stats": rep.seconds_stats, "prune": rep.seconds_prune,
                       "propagate": rep.seconds_propagate},

@@ -51,7 +51,9 @@ RUN_SCHEMA: dict[str, Any] = {
             "name": _STR, "params": {"type": "object"},
             "kind": {"enum": ["layerwise", "model", "baseline"]},
             # where the code came from: 'methods/<file>.py' or '<distribution> <version>'
-            "origin": _STR}, optional=("origin",)),
+            "origin": _STR,
+            # layer-wise methods: the engine's schedule (methods.base.LayerwiseMethod.sequential)
+            "sequential": {"type": "boolean"}}, optional=("origin", "sequential")),
         "pattern": {**_obj({
             "slug": {"type": "string", "pattern": "^[a-z0-9][a-z0-9.-]*$"},
             "kind": {"enum": ["dense", "unstructured", "nm", "structured"]},
@@ -91,7 +93,9 @@ RUN_SCHEMA: dict[str, Any] = {
         "speed": {"type": "object", "required": ["kind"]},
         # model-level methods: what the method reports (removed units, the searched layout)
         "method_report": {"type": "object"},
-    }, optional=("structure", "speed", "method_report")),
+        # the per-example file beside the run JSON (bench/examples.py): its file name
+        "examples": {"type": "string", "pattern": "^[a-z0-9][a-z0-9.-]*\\.examples\\.json\\.gz$"},
+    }, optional=("structure", "speed", "method_report", "examples")),
 }
 
 _VALIDATOR = jsonschema.Draft202012Validator(RUN_SCHEMA)

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 TASK_DIR = Path(__file__).resolve().parent / "tasks"
 TASKS = ("arc_easy", "arc_challenge", "boolq", "hellaswag", "openbookqa", "piqa", "winogrande", "rte")
 METRICS = ("acc", "acc_norm")
+# the tasks whose lm-eval definition reports acc_norm (boolq, rte and winogrande report acc only;
+# WinoGrande's length normalisation would divide by the option-filled context on purpose)
+NORM_TASKS = frozenset({"arc_easy", "arc_challenge", "hellaswag", "openbookqa", "piqa"})
 
 
 def task_name(task: str, source: str) -> str:
@@ -40,11 +43,15 @@ def task_name(task: str, source: str) -> str:
 
 
 def subset(n_docs: int, limit: int | None, seed: int, task: str) -> list[int]:
-    """The fixed, sorted document indices evaluated for `task` (all when limit is None)."""
+    """The fixed, sorted document indices evaluated for `task` (all when limit is None).
+
+    The first `limit` of one seeded permutation of the split: a larger limit keeps every
+    document of a smaller one (nested subsets), so a power analysis can subsample a run."""
     if limit is None or limit >= n_docs:
         return list(range(n_docs))
-    rng = random.Random(f"{seed}:{task}")           # independent of the task order
-    return sorted(rng.sample(range(n_docs), limit))
+    order = list(range(n_docs))
+    random.Random(f"{seed}:{task}").shuffle(order)  # independent of the task order
+    return sorted(order[:limit])
 
 
 def _task_manager(source: str) -> Any:
@@ -56,8 +63,9 @@ def _task_manager(source: str) -> Any:
     return TaskManager()
 
 
-def plan(zcfg: dict[str, Any]) -> tuple[Any, dict[str, list[int]]]:
-    """(task manager, task name -> doc indices) for a zero-shot config; builds data once."""
+def plan(zcfg: dict[str, Any]) -> tuple[Any, dict[str, list[int]], dict[str, Any]]:
+    """(task manager, task name -> doc indices, task name -> lm-eval task) for a zero-shot
+    config; builds data once."""
     source = zcfg.get("source", "offline")
     if source == "offline":
         from bench import zeroshot_data
@@ -68,7 +76,7 @@ def plan(zcfg: dict[str, Any]) -> tuple[Any, dict[str, list[int]]]:
     tasks = tm.load(names)["tasks"]
     ids = {name: subset(len(tasks[name].eval_docs), zcfg.get("limit"), zcfg.get("seed", 0), name)
            for name in names}
-    return tm, ids
+    return tm, ids, tasks
 
 
 def tasks_in(metric_keys: Iterable[str]) -> list[str]:
@@ -79,19 +87,21 @@ def tasks_in(metric_keys: Iterable[str]) -> list[str]:
 
 def average_metrics(metrics: Mapping[str, float | None], tasks: Sequence[str]
                     ) -> dict[str, float | None]:
-    """`zeroshot/average/{m}`: the unweighted mean over `tasks`, and `..._stderr`: its stderr.
+    """`zeroshot/average/{m}`: the unweighted mean over `tasks` (acc_norm: over those of
+    them that define it, NORM_TASKS), and `..._stderr`: its stderr.
 
     The tasks are scored on disjoint documents, so their errors are independent and the mean's
     stderr is sqrt(sum of the tasks' squared stderrs) / n_tasks (about 1.7 points for 8 tasks x
     100 documents). None where any task lacks the value."""
     out: dict[str, float | None] = {}
     for m in METRICS:
-        vals = [v for t in tasks if (v := metrics.get(f"zeroshot/{t}/{m}")) is not None]
-        errs = [e for t in tasks if (e := metrics.get(f"zeroshot/{t}/{m}_stderr")) is not None]
-        ok = bool(tasks) and len(vals) == len(tasks)
+        over = [t for t in tasks if m in task_metrics(t)]
+        vals = [v for t in over if (v := metrics.get(f"zeroshot/{t}/{m}")) is not None]
+        errs = [e for t in over if (e := metrics.get(f"zeroshot/{t}/{m}_stderr")) is not None]
+        ok = bool(over) and len(vals) == len(over)
         out[f"zeroshot/average/{m}"] = sum(vals) / len(vals) if ok else None
         out[f"zeroshot/average/{m}_stderr"] = (math.sqrt(sum(e * e for e in errs)) / len(errs)
-                                               if ok and len(errs) == len(tasks) else None)
+                                               if ok and len(errs) == len(over) else None)
     return out
 
 
@@ -108,25 +118,27 @@ def evaluate(model: Any, tok: Any, zcfg: dict[str, Any]) -> tuple[dict[str, floa
 
     from bench.zeroshot_lm import PrefixSharingLM
 
-    tm, ids = plan(zcfg)
+    tm, ids, tasks = plan(zcfg)
     cls = PrefixSharingLM if zcfg.get("share_contexts", False) else HFLM
     lm = cls(pretrained=model, tokenizer=tok, batch_size=zcfg.get("batch_size", 16),
              max_length=zcfg.get("max_length"))
     t0 = time.perf_counter()
     out = simple_evaluate(model=lm, tasks=list(ids), task_manager=tm, samples=ids,
-                          log_samples=False, random_seed=0,
+                          log_samples=True, random_seed=0,
                           numpy_random_seed=1234, torch_random_seed=1234, fewshot_random_seed=1234)
     seconds = time.perf_counter() - t0
     metrics: dict[str, float | None] = {}
     per_task: dict[str, Any] = {}
+    per_doc: dict[str, Any] = {}
     source = zcfg.get("source", "offline")
     for task in zcfg["tasks"]:
         name = task_name(task, source)
         res = out["results"][name]
-        for m in METRICS:
+        for m in task_metrics(task):             # what lm-eval's own task reports
             metrics[f"zeroshot/{task}/{m}"] = _value(res, f"{m},none")
             # lm-eval's closed-form stderr of a mean (sample std / sqrt(n)), not a bootstrap
             metrics[f"zeroshot/{task}/{m}_stderr"] = _value(res, f"{m}_stderr,none")
+        per_doc[task] = doc_records(out["samples"][name], task, ids[name], tasks[name])
         per_task[task] = {"lm_eval_task": name, "version": out["versions"][name],
                           "n": len(ids[name]), "n_split": out["n-samples"][name]["original"],
                           "doc_indices": ids[name]}
@@ -135,9 +147,49 @@ def evaluate(model: Any, tok: Any, zcfg: dict[str, Any]) -> tuple[dict[str, floa
             "limit": zcfg.get("limit"),
             "seed": zcfg.get("seed", 0), "batch_size": zcfg.get("batch_size", 16),
             "num_fewshot": 0, "seconds": seconds, "tasks": per_task}
+    meta["examples"] = {"protocol": {k: meta[k] for k in ("lm_eval", "source", "limit", "seed")},
+                        "tasks": per_doc}
     log.info("zero-shot: average acc %s, acc_norm %s in %.0fs", metrics["zeroshot/average/acc"],
              metrics["zeroshot/average/acc_norm"], seconds)
     return metrics, meta
+
+
+def task_metrics(task: str) -> tuple[str, ...]:
+    """The metrics lm-eval's own task reports: acc everywhere, acc_norm where it is defined."""
+    return METRICS if task in NORM_TASKS else ("acc",)
+
+
+def gold_index(lm_task: Any, doc: dict[str, Any]) -> int:
+    """The index of the correct choice, as lm-eval's multiple-choice scoring finds it (the
+    context for multiple-input tasks such as WinoGrande, else the target; a string is looked
+    up among the choices)."""
+    gold = lm_task.doc_to_text(doc) if lm_task.multiple_input else lm_task.doc_to_target(doc)
+    if isinstance(gold, str):
+        choices = lm_task.doc_to_choice(doc)
+        if gold not in choices:
+            raise PruneBenchError(f"zero-shot {lm_task.config.task}: target {gold!r} is not a choice")
+        gold = choices.index(gold)
+    return int(gold)
+
+
+def doc_records(samples: list[dict[str, Any]], task: str, doc_ids: list[int],
+                lm_task: Any) -> dict[str, Any]:
+    """lm-eval's logged samples of one task -> the per-document record of bench/examples.py,
+    in the order of `doc_ids` (every document must be there exactly once)."""
+    by_id = {int(s["doc_id"]): s for s in samples}
+    if sorted(by_id) != sorted(doc_ids) or len(samples) != len(doc_ids):
+        raise PruneBenchError(f"zero-shot {task}: lm-eval scored {len(samples)} documents, "
+                              f"not the {len(doc_ids)} of the subset")
+    rec: dict[str, Any] = {"doc_ids": list(doc_ids), "target": [], "loglik": []}
+    for m in task_metrics(task):
+        rec[m] = []
+    for i in doc_ids:
+        s = by_id[i]
+        rec["target"].append(gold_index(lm_task, s["doc"]))
+        rec["loglik"].append([float(r[0]) for r in s["filtered_resps"]])   # [choices]
+        for m in task_metrics(task):
+            rec[m].append(int(round(float(s[m]))))
+    return rec
 
 
 
@@ -177,6 +229,9 @@ def read_record(path: Path, info: dict[str, Any], zcfg: dict[str, Any] | None) -
     if zcfg and record.get("config") != zcfg:
         raise PruneBenchError(f"--zeroshot: {path} was made under another zero-shot protocol than "
                               f"the config's evaluation.zeroshot")
+    if not isinstance(record["meta"].get("examples"), dict):
+        raise PruneBenchError(f"--zeroshot: {path} has no per-document records (made before "
+                              f"they were kept); run `python -m bench zeroshot` again")
     bad = [k for k, v in record["metrics"].items() if not k.startswith("zeroshot/")
            or not (v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)))]
     if bad:

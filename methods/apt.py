@@ -28,7 +28,7 @@ import torch
 
 from methods.base import (Capabilities, LayerResult, LayerStats, LayerwiseMethod, Pattern,
                           PruneBenchError)
-from methods.masks import n_pruned
+from methods.masks import lowest, n_pruned
 from methods.registry import register
 from methods.sparsegpt import inverse_hessian_cholesky
 
@@ -112,7 +112,7 @@ def select_mask(weight: torch.Tensor, hessian: torch.Tensor, pattern: Pattern, b
             for seg in segments:
                 k = n_pruned(seg * (i2 - i1), pattern.sparsity)
                 if k > 0:
-                    idx = torch.topk(sal[r0:r0 + seg].flatten(), k, largest=False).indices
+                    idx = lowest(sal[r0:r0 + seg].flatten(), k)
                     alloc[r0:r0 + seg].view(-1)[idx] = True
                 r0 += seg
         for j in range(0, i2 - i1, g):
@@ -214,3 +214,12 @@ class APT(LayerwiseMethod):
         if not math.isfinite(float(stats.hessian.abs().max())):
             raise PruneBenchError(f"apt: layer {label} has a non-finite Hessian")
         return apt_prune_group(weights, stats.hessian, pattern, self.params, label)
+
+
+@register
+class APTSeq(APT):
+    """The true-sequential variant (bench/engine.py): same layer rule, another schedule."""
+
+    name = "apt_seq"
+    sequential = True
+    description = APT.description + " True-sequential schedule."

@@ -242,6 +242,11 @@ class LayerwiseMethod(Method):
 
     kind: ClassVar[str] = "layerwise"
     stat: ClassVar[StatKind] = "none"
+    # the engine's schedule: False = one statistics pass per block over the dense block's
+    # inputs (the reference code of Wanda and SparseGPT); True = "true sequential", each
+    # shared-input group's statistic taken after the earlier groups of its block are pruned
+    # (offered as the `<name>_seq` variants, each its own row)
+    sequential: ClassVar[bool] = False
 
     def prune_layer(self, weight: torch.Tensor, stats: LayerStats | None,
                     pattern: Pattern, name: str = "layer") -> LayerResult:

@@ -19,7 +19,7 @@ import torch
 
 from methods.base import (Capabilities, LayerResult, LayerStats, LayerwiseMethod, Pattern,
                           PruneBenchError)
-from methods.masks import n_pruned
+from methods.masks import lowest, n_pruned
 from methods.registry import register
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def _sparsegpt_once(weight: torch.Tensor, hessian: torch.Tensor, pattern: Patter
             for seg in segments:                              # one adaptive mask per layer
                 k = n_pruned(seg * (i2 - i1), pattern.sparsity)
                 if k > 0:
-                    idx = torch.topk(saliency[r0:r0 + seg].flatten(), k, largest=False).indices
+                    idx = lowest(saliency[r0:r0 + seg].flatten(), k)
                     mask1[r0:r0 + seg].view(-1)[idx] = True
                 r0 += seg
         scale = mask1.float() / d1.unsqueeze(0)               # [out, B] err = w * scale
@@ -90,7 +90,7 @@ def _sparsegpt_once(weight: torch.Tensor, hessian: torch.Tensor, pattern: Patter
         for i in range(i2 - i1):
             if n_remove and i % m == 0:
                 sal = w1[:, i:i + m] ** 2 / d1[i:i + m].unsqueeze(0) ** 2   # [out, m]
-                idx = torch.topk(sal, n_remove, dim=1, largest=False).indices
+                idx = lowest(sal, n_remove, dim=1)
                 mask1[:, i:i + m].scatter_(1, idx, True)
                 scale[:, i:i + m] = mask1[:, i:i + m].float() / d1[i:i + m].unsqueeze(0)
             err = torch.mul(w1[:, i], scale[:, i], out=err1[i])            # [out]
@@ -165,3 +165,12 @@ class SparseGPT(LayerwiseMethod):
             raise PruneBenchError(f"sparsegpt: layer {label} has a non-finite Hessian")
         return sparsegpt_prune_group(weights, stats.hessian, pattern, p.blocksize, p.percdamp,
                                      p.max_damp_retries, label)
+
+
+@register
+class SparseGPTSeq(SparseGPT):
+    """The true-sequential variant (bench/engine.py): same layer rule, another schedule."""
+
+    name = "sparsegpt_seq"
+    sequential = True
+    description = SparseGPT.description + " True-sequential schedule."

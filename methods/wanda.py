@@ -36,3 +36,12 @@ class Wanda(LayerwiseMethod):
                     pattern: Pattern, name: str = "layer") -> LayerResult:
         assert stats is not None and stats.act_sq is not None, "wanda needs activation norms"
         return wanda_prune(weight, stats.act_sq, pattern)
+
+
+@register
+class WandaSeq(Wanda):
+    """The true-sequential variant (bench/engine.py): same layer rule, another schedule."""
+
+    name = "wanda_seq"
+    sequential = True
+    description = Wanda.description + " True-sequential schedule."

@@ -67,7 +67,9 @@ rule evaluate:
         zeroshot=lambda wc: ([f"work/zeroshot/{wc.model}/{wc.method}/{wc.pattern}.json"]
                              if CFG["evaluation"].get("zeroshot") else []),
     output:
-        f"{RESULTS}/runs/{{model}}/{{method}}/{{pattern}}.json",
+        # the run JSON and its per-example records (bench/examples.py), published together
+        run=f"{RESULTS}/runs/{{model}}/{{method}}/{{pattern}}.json",
+        examples=f"{RESULTS}/runs/{{model}}/{{method}}/{{pattern}}.examples.json.gz",
     params:
         py=PY,
         config=CONFIG_JSON,
@@ -86,5 +88,5 @@ rule evaluate:
     conda:
         "envs/prunebench.yaml"
     shell:
-        "{params.py:q} -m bench evaluate --checkpoint {input.ckpt:q} --out {output:q} "
+        "{params.py:q} -m bench evaluate --checkpoint {input.ckpt:q} --out {output.run:q} "
         "--config {params.config:q} --quiet {params.zeroshot:q} > {log:q} 2>&1"
