@@ -1,5 +1,5 @@
-"""Command line: list | plan | prepare | calib | level-db | prune | zeroshot | evaluate | speed |
-leaderboard | new-method | train.
+"""Command line: list | plan | prepare | calib | level-db | prune | zeroshot | evaluate | compare |
+speed | leaderboard | new-method | train.
 
 Owns argument parsing and turning errors into one clear line: a user's error (bad input, a
 disk full or read-only, a foreign or corrupt file) exits with 2, a bug with 1; `--debug`
@@ -148,6 +148,13 @@ def _cmd_speed(args: argparse.Namespace) -> None:
     sys.stdout.write(f"{args.target}: {record['reason'] or record['status']} ({what})\n")
 
 
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from bench.compare import compare, table
+
+    for metric in args.metric or ["ppl", "kl", "zeroshot", "flips"]:
+        sys.stdout.write(table(compare(Path(args.results), args.model, args.pattern, metric)) + "\n\n")
+
+
 def _cmd_leaderboard(args: argparse.Namespace) -> None:
     from bench.leaderboard import build_site
 
@@ -220,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "(same shapes, same kernel speed; for machines without the real weights)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=_cmd_speed)
+    s = sub.add_parser("compare", help="every method at a model and pattern, with paired "
+                                       "95%% intervals to dense and to the best, and ranks with ties")
+    s.add_argument("--model", required=True)
+    s.add_argument("--pattern", required=True)
+    s.add_argument("--metric", action="append", choices=("ppl", "kl", "zeroshot", "acc_norm", "flips"),
+                   help="repeat for several (default: ppl, kl, zeroshot, flips)")
+    s.add_argument("--results", default="results")
+    s.set_defaults(fn=_cmd_compare)
     s = sub.add_parser("leaderboard", help="build the static site from results/")
     s.add_argument("--results", default="results")
     s.add_argument("--out", default="site/_build")

@@ -1,0 +1,117 @@
+"""`bench compare` (bench/compare.py): values, flips, chance, ranks with ties, seeds, the CLI."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bench import compare, examples
+from bench.packages import REPO_ROOT
+from methods.base import PruneBenchError
+
+N_DOCS = 200
+
+
+def _record(method: str, pattern: str, nll: np.ndarray, kl: np.ndarray | None,
+            acc: dict[str, np.ndarray]) -> dict:
+    tasks = {}
+    for task, a in acc.items():
+        n_choices = 4 if task == "arc_easy" else 2
+        tasks[task] = {"doc_ids": list(range(len(a))), "target": [0] * len(a),
+                       "loglik": [[0.0] * n_choices] * len(a), "acc": [int(x) for x in a]}
+        if task == "arc_easy":
+            tasks[task]["acc_norm"] = [int(x) for x in a]
+    return {"schema": examples.SCHEMA,
+            "run": {"model": "m", "method": method, "pattern": pattern, "created_at": "x"},
+            "ppl": {"corpus": "wiki", "token_ids_sha256": "ab" * 32, "seqlen": 64,
+                    "window_ids": list(range(len(nll))), "nll": nll.tolist(),
+                    "kl": None if kl is None else kl.tolist()},
+            "zeroshot": {"protocol": {}, "tasks": tasks}}
+
+
+def _write(root, rec: dict, seed: int | None = None) -> None:
+    run = rec["run"]
+    if seed is None:
+        path = root / "runs" / run["model"] / run["method"] / f"{run['pattern']}{examples.SUFFIX}"
+    else:
+        path = (root / "seeds" / run["model"] / run["method"] / run["pattern"] /
+                f"seed-{seed}{examples.SUFFIX}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(examples.dumps(rec))
+
+
+@pytest.fixture
+def results(tmp_path):
+    rng = np.random.default_rng(0)
+    nll = rng.normal(3.0, 0.3, 64)
+    dense_acc = {"arc_easy": (rng.random(N_DOCS) < 0.7).astype(int),
+                 "boolq": (rng.random(N_DOCS) < 0.7).astype(int)}
+    _write(tmp_path, _record("dense", "dense", nll, np.zeros(64), dense_acc))
+    flip = {t: a.copy() for t, a in dense_acc.items()}
+    flip["arc_easy"][:20] = 1 - flip["arc_easy"][:20]          # 20 of 400 documents flipped
+    _write(tmp_path, _record("good", "2of4", nll + 0.5, np.full(64, 0.2), flip))
+    _write(tmp_path, _record("twin", "2of4", nll + 0.5 + rng.normal(0, 0.01, 64),
+                             np.full(64, 0.21), flip))
+    chance = {t: (rng.random(N_DOCS) < (0.25 if t == "arc_easy" else 0.5)).astype(int)
+              for t in dense_acc}
+    _write(tmp_path, _record("bad", "2of4", nll + 3.0, np.full(64, 2.0), chance))
+    for seed, shift in ((1, 0.05), (2, -0.05)):
+        _write(tmp_path, _record("good", "2of4", nll + 0.5 + shift, np.full(64, 0.2), flip), seed)
+    return tmp_path
+
+
+def test_flips_are_the_fraction_of_documents_whose_correctness_changed(results) -> None:
+    out = compare.compare(results, "m", "2of4", "flips")
+    row = {r.method: r for r in out["rows"]}["good"]
+    assert row.value == pytest.approx(20 / (2 * N_DOCS))
+
+
+def test_ppl_ranks_with_ties_and_intervals(results) -> None:
+    out = compare.compare(results, "m", "2of4", "ppl")
+    rows = {r.method: r for r in out["rows"]}
+    assert rows["good"].rank == 1 and rows["twin"].rank == 1          # tied within noise
+    assert rows["bad"].rank == 3
+    assert rows["good"].value == pytest.approx(np.exp(np.mean(
+        examples.load(results / "runs/m/good/2of4.examples.json.gz")["ppl"]["nll"])))
+    assert rows["good"].vs_dense.lo > 0                                # worse than dense: separated
+    assert out["dense"] == pytest.approx(np.exp(np.mean(
+        examples.load(results / "runs/m/dense/dense.examples.json.gz")["ppl"]["nll"])))
+
+
+def test_accuracy_at_chance_is_not_ranked(results) -> None:
+    out = compare.compare(results, "m", "2of4", "zeroshot")
+    assert out["chance"] == pytest.approx((0.25 + 0.5) / 2)
+    rows = {r.method: r for r in out["rows"]}
+    assert rows["bad"].at_chance and rows["bad"].rank is None
+    assert not rows["good"].at_chance and rows["good"].rank == 1
+
+
+def test_seed_spread_is_reported(results) -> None:
+    out = compare.compare(results, "m", "2of4", "ppl")
+    good = {r.method: r for r in out["rows"]}["good"]
+    assert len(good.seeds) == 3
+    mean, sd = compare.seed_summary(good)
+    assert mean == pytest.approx(np.mean(good.seeds)) and sd > 0
+    assert compare.dominant(good) in ("calibration draw", "evaluation sample")
+
+
+def test_missing_records_are_one_line(tmp_path, results) -> None:
+    with pytest.raises(PruneBenchError, match="no per-example records of the dense run"):
+        compare.compare(tmp_path / "nothing", "m", "2of4", "ppl")
+    with pytest.raises(PruneBenchError, match="no run of 'm' at pattern '4of8'"):
+        compare.compare(results, "m", "4of8", "ppl")
+
+
+def test_cli_prints_the_table(results) -> None:
+    out = subprocess.run([sys.executable, "-m", "bench", "compare", "--model", "m", "--pattern",
+                          "2of4", "--results", str(results)], capture_output=True, text=True,
+                         cwd=REPO_ROOT, check=True).stdout
+    for text in ("m @ 2of4: ppl", "kl", "zeroshot", "flips", "1=", "at chance", "seeds mean"):
+        assert text in out
+    bad = subprocess.run([sys.executable, "-m", "bench", "compare", "--model", "m", "--pattern",
+                          "2of4", "--results", str(results / "none")], capture_output=True,
+                         text=True, cwd=REPO_ROOT)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
