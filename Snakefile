@@ -10,6 +10,7 @@
 #   work/pruned/{model}/{method}/{pattern}/     pruned checkpoint (temp unless keep_checkpoints)
 #   {results_dir}/runs/{model}/{method}/{pattern}.json   one versioned run JSON (committed)
 #   {results_dir}/runs/{model}/{method}/{pattern}.examples.json.gz   its per-example records
+#   {results_dir}/seeds/{model}/{method}/{pattern}/seed-{s}.json   calibration-seed runs (config seeds)
 #   {results_dir}/speed/{target}.json           2:4 kernel speed of a model / paper config (GPU)
 #   {site_dir}/index.html                       the leaderboard (a pure function of results/)
 #   logs/, work/benchmarks/                     per-job logs and Snakemake benchmarks
@@ -22,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
-from bench.config import load_config, plan  # noqa: E402
+from bench.config import load_config, plan, seed_runs, with_seed  # noqa: E402
 from bench.speed_run import targets as speed_targets  # noqa: E402
 from bench.workflow import (  # noqa: E402
     job_resources, job_threads, prepare_inputs, prune_inputs, train_recipe, write_effective_config)
@@ -48,6 +49,8 @@ os.environ["PRUNEBENCH_WORK"] = WORK
 os.environ.setdefault("PRUNEBENCH_WHEELS", os.path.join(workflow.basedir, "work", "wheels"))
 
 CONFIG_JSON = write_effective_config(CFG)
+SEED_RUNS = seed_runs(CFG, RUNS)
+SEED_CONFIGS = {s: write_effective_config(with_seed(CFG, s)) for s in sorted({r.seed for r in SEED_RUNS})}
 
 RESULTS = CFG["results_dir"]
 SITE = CFG["site_dir"]
@@ -58,9 +61,14 @@ include: "rules/common.smk"
 RUN_FILES = [f"{RESULTS}/runs/{r.model}/{r.method}/{r.pattern}{ext}" for r in RUNS
              for ext in (".json", ".examples.json.gz")]
 SPEED_FILES = [f"{RESULTS}/speed/{t}.json" for t in speed_targets(CFG)]
+SEED_FILES = [f"{RESULTS}/{r.stem}{ext}" for r in SEED_RUNS for ext in (".json", ".examples.json.gz")]
+
+wildcard_constraints:
+    seed=r"\d+",
 
 include: "rules/data.smk"
 include: "rules/prune.smk"
+include: "rules/seeds.smk"
 include: "rules/speed.smk"
 include: "rules/leaderboard.smk"
 
@@ -68,6 +76,7 @@ include: "rules/leaderboard.smk"
 rule all:
     input:
         RUN_FILES,
+        SEED_FILES,
         SPEED_FILES,
         f"{SITE}/index.html",
     default_target: True

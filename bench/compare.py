@@ -210,3 +210,32 @@ def table(result: dict[str, Any]) -> str:
                  f"{result['seed']}; rank 1= : tied with the best (interval contains 0"
                  f"{' or the difference is under the noise floor' if result['noise_floor'] else ''})")
     return "\n".join(lines)
+
+
+def run_stats(results_dir: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(model, method, pattern) -> the leaderboard's statistics of every run with per-example
+    records: per metric its rank ("1=" when tied with the best), the paired interval to dense
+    and, for accuracy, chance and whether the run is at chance. Models without a dense record
+    are skipped (their runs show no intervals)."""
+    out: dict[tuple[str, str, str], dict[str, Any]] = {}
+    root = Path(results_dir) / "runs"
+    for model_dir in sorted(p for p in root.glob("*") if p.is_dir()):
+        model = model_dir.name
+        if not (model_dir / "dense" / f"dense{examples.SUFFIX}").is_file():
+            continue
+        patterns = sorted({p.name[: -len(examples.SUFFIX)]
+                           for p in model_dir.glob(f"*/*{examples.SUFFIX}")} - {"dense"})
+        for pattern in patterns:
+            for metric in METRICS:
+                result = compare(results_dir, model, pattern, metric)
+                for row in result["rows"]:
+                    stats = out.setdefault((model, row.method, pattern), {})
+                    stats[metric] = {
+                        "value": row.value, "rank": row.rank, "tied_with_best": row.tied_with_best,
+                        "at_chance": row.at_chance, "chance": result["chance"],
+                        "vs_dense": None if row.vs_dense is None else
+                        [row.vs_dense.diff, row.vs_dense.lo, row.vs_dense.hi],
+                        "vs_best": None if row.vs_best is None else
+                        [row.vs_best.diff, row.vs_best.lo, row.vs_best.hi],
+                        "seeds": row.seeds}
+    return out

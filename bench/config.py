@@ -147,5 +147,45 @@ def plan(cfg: dict[str, Any]) -> tuple[list[Run], list[tuple[Run, str]]]:
     return runs, dropped
 
 
+@dataclass(frozen=True)
+class SeedRun:
+    """A grid cell pruned again on another calibration draw (results/seeds/)."""
+
+    model: str
+    method: str
+    pattern: str
+    seed: int
+
+    @property
+    def stem(self) -> str:
+        return f"seeds/{self.model}/{self.method}/{self.pattern}/seed-{self.seed}"
+
+
+def seed_runs(cfg: dict[str, Any], runs: list[Run]) -> list[SeedRun]:
+    """The `seeds` entries of a config as runs; every cell must be a run of the grid and every
+    seed must differ from the grid's calibration seed (that run is the grid's own)."""
+    planned = {(r.model, r.method, r.pattern) for r in runs}
+    out: list[SeedRun] = []
+    for i, entry in enumerate(cfg.get("seeds") or []):
+        for seed in entry["seeds"]:
+            if seed == cfg["calibration"]["seed"]:
+                raise PruneBenchError(f"config: seeds[{i}] repeats the grid's calibration seed "
+                                      f"{seed} (that run is the grid's own)")
+        for model in entry["models"]:
+            for method in entry["methods"]:
+                for pattern in entry["patterns"]:
+                    if (model, method, pattern) not in planned:
+                        raise PruneBenchError(f"config: seeds[{i}]: {model}/{method}/{pattern} "
+                                              f"is not a run of this grid")
+                    out += [SeedRun(model, method, pattern, s) for s in entry["seeds"]]
+    return out
+
+
+def with_seed(cfg: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The config of a calibration-seed run: the same protocol on calibration draw `seed`."""
+    return {**cfg, "name": f"{cfg['name']}-seed{seed}",
+            "calibration": {**cfg["calibration"], "seed": seed}}
+
+
 def result_path(cfg: dict[str, Any], run: Run) -> Path:
     return Path(cfg["results_dir"]) / "runs" / run.model / run.method / f"{run.pattern}.json"

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from bench import outputs, site_pages, site_plots, site_schema
 from bench.packages import REPO_ROOT
 from bench.results import SCHEMA_VERSION, load_all
+from bench.compare import run_stats
 from bench.speed_table import load_speed, run_speed, speed_sections
 from bench.zeroshot import average_metrics, tasks_in
 
@@ -76,10 +77,12 @@ def _zeroshot_average(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def flat_rows(runs: list[dict[str, Any]],
-              speed: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+              speed: dict[str, dict[str, Any]] | None = None,
+              stats: dict[tuple[str, str, str], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One flat dict per run (sorted by model, method, pattern): the downloadable table.
 
-    `speed` (results/speed records by target) supplies 2:4 runs' kernel speedup or "no GPU"."""
+    `speed` (results/speed records by target) supplies 2:4 runs' kernel speedup or "no GPU";
+    `stats` (bench.compare.run_stats) the paired intervals, ranks, flips and chance levels."""
     dense, names = _dense_runs(runs), metric_names(runs)
     rows = []
     for run in sorted(runs, key=_key):
@@ -111,10 +114,41 @@ def flat_rows(runs: list[dict[str, Any]],
             "speed_file": None, "speed_status": None, "speed_reason": None,
             **round_range(run.get("speed")),
         }
+        row.update(paired_columns((stats or {}).get(_key(run))))
         row.update(run_speed(model["key"], pattern["slug"], speed or {}))
         row["speedup_text"], row["speedup_note"] = _speed_text(row)
         rows.append(row)
     return rows
+
+
+def _rank_text(stat: dict[str, Any] | None) -> str | None:
+    if stat is None:
+        return None
+    if stat.get("at_chance"):
+        return "at chance"
+    if stat.get("rank") is None:
+        return None
+    return f"{stat['rank']}=" if stat["tied_with_best"] and stat["rank"] == 1 else str(stat["rank"])
+
+
+def paired_columns(stats: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's paired statistics as flat columns (None where it has no per-example records):
+    flips, rank per metric, the 95 % interval of the difference to dense, chance."""
+    out: dict[str, Any] = {"flips/zeroshot": None, "zeroshot_chance": None,
+                           "zeroshot_at_chance": None}
+    for metric in ("ppl", "kl", "zeroshot", "flips"):
+        stat = (stats or {}).get(metric)
+        out[f"rank_{metric}"] = _rank_text(stat)
+        out[f"rank_{metric}_sort"] = None if stat is None else stat.get("rank")
+        iv = None if stat is None else stat.get("vs_dense")
+        out[f"{metric}_vs_dense_lo"] = iv[1] if iv else None
+        out[f"{metric}_vs_dense_hi"] = iv[2] if iv else None
+    if stats and "flips" in stats:
+        out["flips/zeroshot"] = stats["flips"]["value"]
+    if stats and "zeroshot" in stats:
+        out["zeroshot_chance"] = stats["zeroshot"]["chance"]
+        out["zeroshot_at_chance"] = stats["zeroshot"]["at_chance"]
+    return out
 
 
 def round_range(speed: dict[str, Any] | None) -> dict[str, float | int | None]:
@@ -244,7 +278,7 @@ def _build(results_dir: Path, out_dir: Path, pd: Any) -> None:
     if not runs:
         log.warning("no runs under %s/runs: the leaderboard will be empty", results_dir)
     speed = load_speed(Path(results_dir))
-    rows = flat_rows(runs, speed)
+    rows = flat_rows(runs, speed, run_stats(Path(results_dir)))
     cols = [c.key for c in site_schema.columns(rows)]
     header = cols + [k for k in (list(rows[0]) if rows else []) if k not in cols]
     csv = pd.DataFrame(rows, columns=header or ["model", "method", "pattern"])

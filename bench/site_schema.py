@@ -42,8 +42,19 @@ FIXED: tuple[Column, ...] = (
            True, "float2", "quality"),
     Column("delta_ppl/wiki_pct", "Δppl %", "perplexity change against the dense model, %",
            True, "delta_pct", "quality"),
+    Column("rank_ppl", "rank", "rank on perplexity among the methods at this model and pattern: "
+           "'1=' shares the top (its paired 95% interval against the best contains 0, or the "
+           "difference is under the noise floor); `python -m bench compare`", True, "rank",
+           "quality"),
+    Column("kl/wiki", "KL", "mean per-token KL(dense || run) of the next-token distribution on "
+           "the perplexity windows (lower is better; 0 for dense)", True, "float4", "quality"),
     Column("zeroshot/average/acc", "0-shot avg", "mean zero-shot accuracy over the tasks "
-           "(lm-eval acc; the stderr of the mean in the tooltip)", False, "acc", "zero-shot"),
+           "(lm-eval acc); the 95% paired interval of the difference to dense in the tooltip; "
+           "'at chance' when the run's own interval contains the chance level", False, "acc",
+           "zero-shot"),
+    Column("flips/zeroshot", "flips", "fraction of zero-shot documents whose correctness differs "
+           "from the dense model's (Dutta et al. 2024): equal accuracy can hide many flips",
+           True, "pct", "zero-shot"),
     Column("speedup", "speedup", "measured vs dense, prefill / decode: structured runs on the "
            "CPU, 2:4 runs with sparse GPU kernels ('no GPU' where none was measured)", False,
            "speedup", "cost"),
@@ -95,6 +106,15 @@ def cell(col: Column, row: dict[str, Any]) -> dict[str, Any]:
         text = f"{100 * value:.1f}"
         err = row.get(col.key + "_stderr")
         title = f"± {100 * err:.1f} (stderr)" if err is not None else ""
+        if col.key == "zeroshot/average/acc" and row.get("zeroshot_vs_dense_lo") is not None:
+            title += (f"; vs dense {100 * row['zeroshot_vs_dense_lo']:+.1f} to "
+                      f"{100 * row['zeroshot_vs_dense_hi']:+.1f} (paired 95%); chance "
+                      f"{100 * row['zeroshot_chance']:.1f}")
+        if row.get("zeroshot_at_chance") and col.key == "zeroshot/average/acc":
+            text += " (at chance)"
+    elif col.fmt == "rank":
+        return {"text": str(value), "sort": row.get(col.key + "_sort") or "", "title":
+                "paired bootstrap, 2,000 resamples", "href": None}
     elif col.fmt == "params":
         text = _params(value)
         title = f"{value:,} nonzero of {row.get('params_total', value):,}"
@@ -104,4 +124,7 @@ def cell(col: Column, row: dict[str, Any]) -> dict[str, Any]:
         text = f"{value:,.4f}"
     else:
         text = f"{value:,.2f}"
+        if col.key == "ppl/wiki" and row.get("ppl_vs_dense_lo") is not None:
+            title = (f"vs dense {row['ppl_vs_dense_lo']:+,.2f} to {row['ppl_vs_dense_hi']:+,.2f} "
+                     f"(paired 95% interval over the windows)")
     return {"text": text, "sort": value if col.fmt != "text" else "", "title": title, "href": None}

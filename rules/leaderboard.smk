@@ -4,6 +4,7 @@
 rule site:
     input:
         RUN_FILES,
+        SEED_FILES,
         SPEED_FILES,
     output:
         f"{SITE}/index.html",

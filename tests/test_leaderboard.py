@@ -200,3 +200,42 @@ def test_zeroshot_average_shows_its_stderr(tmp_path: Path) -> None:
     board = (tmp_path / "site" / "leaderboard.html").read_text()
     assert 'title="± 1.1 (stderr)">60.0</td>' in board
     assert 'title="zero-shot average ± 1.1 points (stderr)">60.0</span>' in (tmp_path / "site" / "index.html").read_text()
+
+
+def test_paired_statistics_reach_the_table(tmp_path: Path) -> None:
+    """Runs with per-example records: the leaderboard shows the rank with ties from the paired
+    intervals, KL, flips, and marks an accuracy at chance (bench.compare feeds the site)."""
+    import numpy as np
+
+    from bench import examples
+    from tests.test_compare import _record
+
+    res = tmp_path / "results"
+    rng = np.random.default_rng(0)
+    nll = rng.normal(3.0, 0.3, 64)
+    acc = {"arc_easy": (rng.random(200) < 0.7).astype(int)}
+    flipped = {"arc_easy": acc["arc_easy"].copy()}
+    flipped["arc_easy"][:30] = 1 - flipped["arc_easy"][:30]
+    chance = {"arc_easy": (rng.random(200) < 0.25).astype(int)}
+    cells = [("dense", "dense", nll, np.zeros(64), acc),
+             ("wanda", "2of4", nll + 0.5, np.full(64, 0.2), flipped),
+             ("sparsegpt", "2of4", nll + 0.5 + rng.normal(0, 0.01, 64), np.full(64, 0.2), flipped),
+             ("magnitude", "2of4", nll + 3.0, np.full(64, 2.0), chance)]
+    for method, pattern, n, kl, a in cells:
+        run = example_run("m", method, pattern, float(np.exp(n.mean())))
+        run["metrics"]["kl/wiki"] = float(kl.mean())
+        run["metrics"]["zeroshot/arc_easy/acc"] = float(a["arc_easy"].mean())
+        path = run_path(res, "m", method, pattern)
+        write_run(path, run)
+        rec = _record(method, pattern, n, kl, a)
+        examples.path_for(path).write_bytes(examples.dumps(rec))
+    out = tmp_path / "site"
+    build_site(res, out)
+    rows = {r["method"]: r for r in json.loads((out / "runs.json").read_text())}
+    assert rows["wanda"]["rank_ppl"] == "1=" and rows["sparsegpt"]["rank_ppl"] == "1="
+    assert rows["magnitude"]["rank_ppl"] == "3"
+    assert rows["magnitude"]["rank_zeroshot"] == "at chance" and rows["magnitude"]["zeroshot_at_chance"]
+    assert rows["wanda"]["flips/zeroshot"] == pytest.approx(30 / 200)
+    assert rows["dense"]["kl/wiki"] == 0.0
+    board = (out / "leaderboard.html").read_text()
+    assert ">1=<" in board and "(at chance)" in board and ">flips<" in board and ">KL<" in board

@@ -1,0 +1,68 @@
+# Calibration-seed runs (config `seeds`): the same cells pruned on other calibration draws, to
+# measure the spread a calibration sample causes. Stored under {results}/seeds/, never in place
+# of the grid's own (seed `calibration.seed`) runs. Perplexity and KL only.
+
+
+rule calib_seed:
+    output:
+        "work/calib-seeds/{model}/seed-{seed}.safetensors",
+    params:
+        py=PY,
+        config=lambda wc: SEED_CONFIGS[int(wc.seed)],
+    log:
+        "logs/calib_seed/{model}/seed-{seed}.log",
+    resources:
+        gpu=0,
+        mem_mb=RES("calib", "mem_mb"),
+        runtime=RES("calib", "runtime"),
+    shell:
+        "{params.py:q} -m bench calib --model {wildcards.model:q} --config {params.config:q} "
+        "--out {output:q} > {log:q} 2>&1"
+
+
+rule prune_seed:
+    input:
+        "work/calib-seeds/{model}/seed-{seed}.safetensors",
+    output:
+        temp(directory("work/pruned-seeds/{model}/{method}/{pattern}/seed-{seed}")),
+    params:
+        py=PY,
+        config=lambda wc: SEED_CONFIGS[int(wc.seed)],
+        method=lambda wc: json.dumps(CFG["methods"][wc.method], sort_keys=True),
+        engine=json.dumps(CFG["engine"], sort_keys=True),
+    log:
+        "logs/prune_seed/{model}/{method}/{pattern}/seed-{seed}.log",
+    benchmark:
+        "work/benchmarks/prune_seed/{model}/{method}/{pattern}/seed-{seed}.tsv"
+    threads: lambda wc: job_threads(wc.method, wc.pattern, JOB_THREADS, CORES)
+    resources:
+        gpu=RES("prune", "gpu"),
+        mem_mb=RES("prune", "mem_mb"),
+        runtime=RES("prune", "runtime"),
+    shell:
+        "{params.py:q} -m bench prune --model {wildcards.model:q} --method {wildcards.method:q} "
+        "--pattern {wildcards.pattern:q} --calib {input:q} --out {output:q} "
+        "--config {params.config:q} --quiet > {log:q} 2>&1"
+
+
+rule evaluate_seed:
+    input:
+        "work/pruned-seeds/{model}/{method}/{pattern}/seed-{seed}",
+    output:
+        run=f"{RESULTS}/seeds/{{model}}/{{method}}/{{pattern}}/seed-{{seed}}.json",
+        examples=f"{RESULTS}/seeds/{{model}}/{{method}}/{{pattern}}/seed-{{seed}}.examples.json.gz",
+    params:
+        py=PY,
+        config=lambda wc: SEED_CONFIGS[int(wc.seed)],
+        protocol=json.dumps(CFG["evaluation"]["ppl"], sort_keys=True),
+    log:
+        "logs/evaluate_seed/{model}/{method}/{pattern}/seed-{seed}.log",
+    threads: lambda wc: job_threads(wc.method, wc.pattern, JOB_THREADS, CORES)
+    priority: 20
+    resources:
+        gpu=RES("evaluate", "gpu"),
+        mem_mb=RES("evaluate", "mem_mb"),
+        runtime=RES("evaluate", "runtime"),
+    shell:
+        "{params.py:q} -m bench evaluate --checkpoint {input:q} --out {output.run:q} "
+        "--config {params.config:q} --quiet > {log:q} 2>&1"
