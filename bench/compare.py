@@ -111,11 +111,14 @@ def seed_records(results_dir: Path, model: str, method: str, pattern: str) -> li
 
 
 def noise_floor(results_dir: Path, model: str) -> float:
-    """The largest relative ppl spread measured across engine batch sizes for `model`
-    (results/bench/noise_floor/*-batch.json), 0 when none was measured."""
+    """The largest relative ppl spread measured across engine batch sizes for `model` under the
+    grid's schedule (results/bench/noise_floor/*-batch.json, one-pass methods; the `_seq`
+    variants' floor is measured and reported, not applied), 0 when none was measured."""
     spreads = []
     for path in sorted((Path(results_dir) / NOISE_FLOOR_DIR).glob(f"{model}-*-batch.json")):
-        spreads.append(float(json.loads(path.read_text())["relative_spread"]))
+        record = json.loads(path.read_text())
+        if not record.get("sequential", False):
+            spreads.append(float(record["relative_spread"]))
     return max(spreads, default=0.0)
 
 

@@ -181,6 +181,7 @@ def methods_context(rows: list[dict[str, Any]]) -> dict[str, Any]:
         items.append({"name": name, "n_runs": n_runs, "installed": True, "kind": cls.kind,
                       "origins": origins,
                       "paper": getattr(cls, "paper", ""), "description": cls.description,
+                      "fidelity": getattr(cls, "fidelity", ""),
                       "capabilities": cls.capabilities.describe(),
                       "params": _defaults(cls)})
     md = MarkdownIt("commonmark", {"html": False}).enable("table")

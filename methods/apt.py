@@ -202,6 +202,11 @@ class APT(LayerwiseMethod):
                    "the exact joint OBS loss, then kept weights set to the exact least-squares "
                    "reconstruction.")
     paper = "Zhao et al. 2024, Pruning Foundation Models for High Accuracy without Retraining (arXiv 2410.15567)"
+    fidelity = ('No reference code was published; docs/methods/apt.md says which parts follow the'
+                " paper's formulation and which are our reading. One statistics pass per block, "
+                "the pruned block's outputs feeding the next (the reference default; `apt_seq` is"
+                ' the true-sequential variant). Ties in the score: the lower index is removed '
+                'first (stable sort), for every pattern.')
 
     def prune_layer(self, weight: torch.Tensor, stats: LayerStats | None,
                     pattern: Pattern, name: str = "layer") -> LayerResult:

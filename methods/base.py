@@ -218,6 +218,8 @@ class Method:
     Params: ClassVar[type] = NoParams
     description: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    # what the paper's reference code does and where ours differs (shown on the methods page)
+    fidelity: ClassVar[str] = ""
     # files (templates with {model}) a workflow must build before this method's prune job
     cache_inputs: ClassVar[tuple[str, ...]] = ()
 

@@ -25,6 +25,11 @@ class Magnitude(LayerwiseMethod):
     capabilities = Capabilities(kinds=frozenset({"unstructured", "nm"}), needs_calibration=False)
     description = "Remove the weights of smallest absolute value (per-layer threshold; per-row N:M)."
     paper = "Han et al. 2015, Learning both Weights and Connections (arXiv 1506.02626)"
+    fidelity = ('As the magnitude baseline of the Wanda and SparseGPT repositories: unstructured '
+                'removes the smallest |W| of each layer, N:M the smallest in each group. Their '
+                'code cuts at a threshold (every weight equal to it goes, so ties can overshoot '
+                'the target); ours removes exactly the target count. Ties in the score: the lower'
+                ' index is removed first (stable sort), for every pattern.')
 
     def prune_layer(self, weight: torch.Tensor, stats: LayerStats | None,
                     pattern: Pattern, name: str = "layer") -> LayerResult:

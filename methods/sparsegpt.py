@@ -146,6 +146,13 @@ class SparseGPT(LayerwiseMethod):
     description = ("Approximate OBS reconstruction: adaptive per-block masks, Cholesky of the damped "
                    "inverse Hessian, lazy batched weight updates.")
     paper = "Frantar & Alistarh 2023, SparseGPT (arXiv 2301.00774)"
+    fidelity = ("One statistics pass per block, the pruned block's outputs feeding the next (the "
+                'reference default; `sparsegpt_seq` is the true-sequential variant). Same '
+                'damping, block size, adaptive mask and lazy updates as the reference (identical '
+                "masks on a layer, tested). The reference's unstructured mask cuts at a threshold"
+                ' per block; ours removes exactly the target count. Hessians summed in float64. '
+                'Ties in the score: the lower index is removed first (stable sort), for every '
+                'pattern.')
 
     def prune_layer(self, weight: torch.Tensor, stats: LayerStats | None,
                     pattern: Pattern, name: str = "layer") -> LayerResult:

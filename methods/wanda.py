@@ -31,6 +31,11 @@ class Wanda(LayerwiseMethod):
     description = ("Weights and activations: score |W|*||X||_2 per input feature, pruned per "
                    "output row; no weight update.")
     paper = "Sun et al. 2023, A Simple and Effective Pruning Approach for LLMs (arXiv 2306.11695)"
+    fidelity = ("One statistics pass per block, the pruned block's outputs feeding the next (the "
+                'reference default; `wanda_seq` is the true-sequential variant). Scores and per-'
+                "row masks as the reference's stable sort; its N:M path uses topk, whose ties are"
+                ' left to the implementation. Ties in the score: the lower index is removed first'
+                ' (stable sort), for every pattern.')
 
     def prune_layer(self, weight: torch.Tensor, stats: LayerStats | None,
                     pattern: Pattern, name: str = "layer") -> LayerResult:

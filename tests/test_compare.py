@@ -115,3 +115,18 @@ def test_cli_prints_the_table(results) -> None:
                           "2of4", "--results", str(results / "none")], capture_output=True,
                          text=True, cwd=REPO_ROOT)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_the_noise_floor_of_the_grid_schedule_makes_small_differences_ties(results) -> None:
+    floor_dir = results / "bench" / "noise_floor"
+    floor_dir.mkdir(parents=True)
+    (floor_dir / "m-sparsegpt_seq-2of4-batch.json").write_text(
+        json.dumps({"relative_spread": 0.9, "sequential": True}))
+    assert compare.noise_floor(results, "m") == 0.0          # a _seq variant's floor: not applied
+    (floor_dir / "m-sparsegpt-2of4-batch.json").write_text(
+        json.dumps({"relative_spread": 0.5, "sequential": False}))
+    assert compare.noise_floor(results, "m") == 0.5
+    out = compare.compare(results, "m", "2of4", "ppl")
+    assert out["noise_floor"] == 0.5
+    rows = {r.method: r for r in out["rows"]}
+    assert rows["good"].rank == 1 and rows["twin"].rank == 1 and rows["bad"].rank == 3

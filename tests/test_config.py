@@ -9,6 +9,7 @@ import yaml
 
 from bench.config import DEFAULT_CONFIG, load_config, plan
 from bench.packages import REPO_ROOT
+from methods.base import PruneBenchError
 
 
 def _raw(name: str = "config.yaml") -> dict:
@@ -124,3 +125,34 @@ def test_prune_waits_for_caches_only_for_runs_not_yet_done(tmp_path: Path) -> No
     result.parent.mkdir(parents=True)
     result.write_text("{}")
     assert prune_inputs("smollm2-135m", "wanda", str(result)) == []
+
+
+def test_seed_runs_expand_and_are_checked() -> None:
+    from bench.config import seed_runs, with_seed
+
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    cfg = load_config(raw)
+    runs, _ = plan(cfg)
+    seeds = seed_runs(cfg, runs)
+    # 3 layer-wise methods x 2 patterns + 2 structured methods x 1 pattern, seeds 1 and 2
+    assert len(seeds) == (3 * 2 + 2) * 2
+    assert {s.seed for s in seeds} == {1, 2}
+    assert seeds[0].stem.startswith("seeds/smollm2-135m/")
+    seeded = with_seed(cfg, 2)
+    assert seeded["calibration"]["seed"] == 2 and cfg["calibration"]["seed"] == 0
+    assert seeded["name"] != cfg["name"]
+    bad = dict(raw, seeds=[{"models": ["smollm2-135m"], "methods": ["wanda"],
+                            "patterns": ["2of4"], "seeds": [0]}])
+    with pytest.raises(PruneBenchError, match="repeats the grid's calibration seed 0"):
+        seed_runs(load_config(bad), runs)
+    bad = dict(raw, seeds=[{"models": ["smollm2-135m"], "methods": ["wanda"],
+                            "patterns": ["structured-20"], "seeds": [1]}])
+    with pytest.raises(PruneBenchError, match="wanda/structured-20 is not a run of this grid"):
+        seed_runs(load_config(bad), runs)
+
+
+def test_engine_sequential_is_a_method_property_now() -> None:
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["engine"] = {**raw["engine"], "sequential": True}
+    with pytest.raises(PruneBenchError, match="engine.sequential is gone.*sparsegpt_seq"):
+        load_config(raw)

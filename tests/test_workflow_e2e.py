@@ -96,6 +96,25 @@ def test_smoke_grid_end_to_end(tmp_path: Path, plugin_env: dict[str, str]) -> No
     assert plugin_run["method"]["origin"] == "prunebench-example-plugin 0.1.0"
     assert "row_magnitude" in html        # (each of its runs' perplexity was found above)
     assert "prunebench-example-plugin 0.1.0" in (site / "methods.html").read_text()
+    # every run has its per-example records, paired with dense; the calibration-seed run sits
+    # beside the grid's, on its own draw; `bench compare` reads them all
+    from bench import examples
+
+    for run in runs:
+        rec = examples.load(tmp_path / cfg["results_dir"] / "runs" / run.model / run.method
+                            / f"{run.pattern}{examples.SUFFIX}")
+        assert len(rec["ppl"]["nll"]) == data["metrics_meta"]["ppl/wiki"]["n_windows"]
+        assert (rec["ppl"]["kl"] == [0.0] * len(rec["ppl"]["kl"])) == (run.method == "dense")
+    seed_run = load_run(tmp_path / cfg["results_dir"] / "seeds" / "tiny-llama" / "wanda" / "2of4"
+                        / "seed-1.json")
+    grid_run = load_run(tmp_path / cfg["results_dir"] / "runs" / "tiny-llama" / "wanda" / "2of4.json")
+    assert seed_run["calibration"]["seed"] == 1 and grid_run["calibration"]["seed"] == 0
+    assert seed_run["calibration"]["sha256"] != grid_run["calibration"]["sha256"]
+    table = subprocess.run([sys.executable, "-m", "bench", "compare", "--model", "tiny-llama",
+                            "--pattern", "2of4", "--results", str(tmp_path / cfg["results_dir"])],
+                           cwd=REPO_ROOT, env=plugin_env, capture_output=True, text=True)
+    assert table.returncode == 0, table.stderr
+    assert "wanda" in table.stdout and "sparsegpt" in table.stdout and " ± " in table.stdout
     # temp checkpoints are gone; a second run has nothing to do
     assert not any((tmp_path / "work" / "pruned").rglob("*.safetensors"))
     again = _snakemake(tmp_path, config, plugin_env)
