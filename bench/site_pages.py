@@ -145,11 +145,36 @@ def run_context(run: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
              ("prune / eval seconds", f"{cost['prune_seconds']:.1f} / {cost['eval_seconds']:.1f}"),
              ("peak memory (RSS)", f"{cost['peak_rss_mb']:,.0f} MB"),
              ("params nonzero / total", f"{run['params']['nonzero']:,} / {run['params']['total']:,}")]
+    facts += paired_facts(row)
     return {"row": row, "facts": facts,
             "metrics": [(k, "–" if v is None else f"{v:.6g}") for k, v in metrics],
             "per_layer": [(k, f"{100 * v:.2f}%") for k, v in per_layer],
             "sections": sections, "raw": slug(row["pattern"]) + ".json",
             "depth": "../../../"}
+
+
+def paired_facts(row: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the paired comparison says of a run (bench.compare): its ranks, its 95 % intervals
+    against dense, what difference its zero-shot subset resolves, chance and flips."""
+    out: list[tuple[str, str]] = []
+    if row.get("ppl_vs_dense_lo") is not None:
+        out.append(("ppl vs dense (paired 95%)",
+                    f"{row['ppl_vs_dense_lo']:+,.3f} to {row['ppl_vs_dense_hi']:+,.3f}; rank "
+                    f"{row.get('rank_ppl') or '–'} among the methods at {row['pattern']}"))
+    if row.get("kl_vs_dense_lo") is not None:
+        out.append(("KL vs dense (paired 95%)", f"{row['kl_vs_dense_lo']:.4f} to "
+                    f"{row['kl_vs_dense_hi']:.4f}; rank {row.get('rank_kl') or '–'}"))
+    if row.get("zeroshot_vs_dense_lo") is not None:
+        lo, hi = row["zeroshot_vs_dense_lo"], row["zeroshot_vs_dense_hi"]
+        out.append(("0-shot avg vs dense (paired 95%)",
+                    f"{100 * lo:+.1f} to {100 * hi:+.1f} points: this subset resolves differences "
+                    f"of about ±{50 * (hi - lo):.1f} points; chance {100 * row['zeroshot_chance']:.1f}"
+                    f"{' (this run is at chance)' if row.get('zeroshot_at_chance') else ''}; rank "
+                    f"{row.get('rank_zeroshot') or '–'}"))
+    if row.get("flips/zeroshot") is not None:
+        out.append(("answer flips vs dense", f"{100 * row['flips/zeroshot']:.1f}% of the "
+                    f"zero-shot documents changed correctness"))
+    return out
 
 
 def _defaults(cls: type) -> str:

@@ -239,3 +239,5 @@ def test_paired_statistics_reach_the_table(tmp_path: Path) -> None:
     assert rows["dense"]["kl/wiki"] == 0.0
     board = (out / "leaderboard.html").read_text()
     assert ">1=<" in board and "(at chance)" in board and ">flips<" in board and ">KL<" in board
+    page = (out / "runs" / "m" / "wanda" / "2of4.html").read_text()
+    assert "this subset resolves differences of about" in page and "15.0% of the" in page
