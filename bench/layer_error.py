@@ -12,7 +12,6 @@ writes results/bench/layer_error/{model}-{pattern}.json.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -20,15 +19,13 @@ from typing import Any
 
 import torch
 
-from bench import models, results
+from bench import devbench, models, results
 from bench.adapters import adapter_for
-from bench.config import load_config
 from bench.engine import prune_layerwise
 from bench.packages import REPO_ROOT
 from bench.calibration import load_calibration_for
 from methods import registry
-from methods.base import Capabilities, LayerResult, LayerStats, LayerwiseMethod, Pattern, \
-    parse_pattern
+from methods.base import Capabilities, LayerResult, LayerStats, LayerwiseMethod, Pattern
 
 log = logging.getLogger(__name__)
 
@@ -85,19 +82,12 @@ def summarize(rows: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--pattern", default="2of4")
+    p = devbench.parser(__doc__)
     p.add_argument("--methods", nargs="+", default=["sparsegpt", "apt"],
                    help="the first one's weights are propagated to later blocks")
-    p.add_argument("--config", default=None)
-    p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    cfg = load_config(args.config)
-    pattern = parse_pattern(args.pattern)
+    cfg, pattern, spec = devbench.setup(args)
     methods = [registry.create(m, cfg["methods"].get(m, {})) for m in args.methods]
-    spec = models.get_spec(args.model, models.load_zoo(REPO_ROOT / cfg["zoo"]))
     model, _ = models.load_model(models.prepare(spec), models.DTYPES[cfg["engine"]["dtype"]])
     ids, _ = load_calibration_for(args.model, cfg, None)
     cmp = Compare(methods)

@@ -12,7 +12,6 @@ Writes results/bench/noise_floor/{model}-{method}-{pattern}-{vary}.json. The lea
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import time
@@ -20,15 +19,13 @@ from typing import Any
 
 import torch
 
-from bench import data, models, results
+from bench import data, devbench, models, results
 from bench.adapters import adapter_for
 from bench.calibration import load_calibration_for
-from bench.config import load_config
 from bench.engine import prune_layerwise
 from bench.evaluate import perplexity
 from bench.packages import REPO_ROOT
 from methods import masks, registry
-from methods.base import parse_pattern
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +54,13 @@ def mask_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="smollm2-135m")
+    p = devbench.parser(__doc__)
     p.add_argument("--method", default="sparsegpt")
-    p.add_argument("--pattern", default="2of4")
     p.add_argument("--vary", choices=("batch", "tie"), default="batch")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 32, 8])
-    p.add_argument("--config", default=None)
-    p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    cfg = load_config(args.config)
-    pattern = parse_pattern(args.pattern)
+    cfg, pattern, spec = devbench.setup(args)
     method = registry.create(args.method, cfg["methods"].get(args.method, {}))
-    spec = models.get_spec(args.model, models.load_zoo(REPO_ROOT / cfg["zoo"]))
     source = models.prepare(spec)
     ids, _ = load_calibration_for(args.model, cfg, None) if method.stat != "none" else (None, None)
     ppl_cfg = cfg["evaluation"]["ppl"]

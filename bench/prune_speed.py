@@ -10,21 +10,18 @@ results/bench/prune_speed/{model}-{method}-{pattern}.json with the ratio and the
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import time
 
 import torch
 
-from bench import models, results
+from bench import devbench, models, results
 from bench.adapters import adapter_for
-from bench.config import load_config
 from bench.engine import prune_layerwise
 from bench.packages import REPO_ROOT
 from bench.calibration import load_calibration_for
 from methods import registry
-from methods.base import parse_pattern
 
 log = logging.getLogger(__name__)
 
@@ -40,26 +37,20 @@ def forward_seconds(model: torch.nn.Module, ids: torch.Tensor, batch_size: int) 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="smollm2-135m")
+    p = devbench.parser(__doc__)
     p.add_argument("--method", default="sparsegpt")
-    p.add_argument("--pattern", default="2of4")
-    p.add_argument("--config", default=None)
-    p.add_argument("--out", default=None)
     p.add_argument("--forward-batch", type=int, default=8, help="sequences per forward batch")
     p.add_argument("--engine-batch", type=int, default=None,
                    help="engine batch size (default: the config's engine.batch_size)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    cfg = load_config(args.config)
-    spec = models.get_spec(args.model, models.load_zoo(REPO_ROOT / cfg["zoo"]))
+    cfg, pattern, spec = devbench.setup(args)
     model, _ = models.load_model(models.prepare(spec), models.DTYPES[cfg["engine"]["dtype"]])
     ids, _ = load_calibration_for(args.model, cfg, None)
     bs = args.engine_batch or cfg["engine"]["batch_size"]
     fwd = forward_seconds(model, ids, args.forward_batch)
     method = registry.create(args.method, cfg["methods"].get(args.method, {}))
     t0 = time.perf_counter()
-    rep = prune_layerwise(model, adapter_for(model), method, parse_pattern(args.pattern), ids, bs,
+    rep = prune_layerwise(model, adapter_for(model), method, pattern, ids, bs,
                           method.sequential, progress=True)
     prune = time.perf_counter() - t0
     out = {
