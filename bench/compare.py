@@ -178,7 +178,7 @@ def _fmt(x: float | None, metric: str) -> str:
         return "–"
     if metric in ACCURACY or metric == "flips":
         return f"{100 * x:+.1f}" if x < 0 else f"{100 * x:.1f}"
-    return f"{x:.4g}"
+    return f"{x:.5g}"
 
 
 def _iv(iv: paired.Interval | None, metric: str) -> str:
