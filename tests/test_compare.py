@@ -130,3 +130,23 @@ def test_the_noise_floor_of_the_grid_schedule_makes_small_differences_ties(resul
     assert out["noise_floor"] == 0.5
     rows = {r.method: r for r in out["rows"]}
     assert rows["good"].rank == 1 and rows["twin"].rank == 1 and rows["bad"].rank == 3
+
+
+@pytest.mark.parametrize("metric", ["ppl", "kl", "zeroshot", "flips"])
+def test_compare_on_the_committed_results(metric) -> None:
+    """The committed smollm2-135m runs at unstructured-50: every value equals its run JSON's
+    metric, every interval holds its own point difference, ranks start at 1."""
+    results = REPO_ROOT / "results"
+    out = compare.compare(results, "smollm2-135m", "unstructured-50", metric)
+    assert out["rows"] and out["rows"][0].rank == 1
+    key = {"ppl": "ppl/wiki", "kl": "kl/wiki", "zeroshot": "zeroshot/average/acc"}.get(metric)
+    for row in out["rows"]:
+        run = json.loads((results / "runs" / "smollm2-135m" / row.method /
+                          "unstructured-50.json").read_text())
+        if key is not None:
+            # per-window NLLs are float32 losses: equal to float32 precision
+            assert row.value == pytest.approx(run["metrics"][key], rel=1e-6, abs=1e-9)
+        iv = row.vs_dense
+        assert iv.lo <= iv.diff <= iv.hi
+    if metric == "zeroshot":
+        assert 0.3 < out["chance"] < 0.45                 # 2- and 4-choice tasks mixed
