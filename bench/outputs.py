@@ -115,8 +115,13 @@ def _lock(target: Path, what: str, wait: bool = False) -> int:
         except FileNotFoundError:         # its last holder removed it after we opened it
             same = False
         if same:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            except OSError as exc:        # a full disk: the lock file goes, nothing is left
+                _unlock(fd, target)
+                raise OutputError(f"{what} {target}: cannot write in {target.parent} "
+                                  f"({exc.strerror or exc})") from None
             return fd
         os.close(fd)
     raise OutputError(f"{what} {target}: could not take the lock {lock}")
