@@ -34,7 +34,7 @@ _EXAMPLES = {
     from methods.base import parse_pattern
     from methods.$name import ${name}_prune
 
-    w = torch.tensor([[1.0, -4.0, 2.0, 3.0], [5.0, 1.0, -1.0, 0.5]])          # [out, in]
+    w = torch.tensor([[1.0, -4.0, 2.0, 3.0], [5.0, 1.5, -1.0, 0.5]])          # [out, in]
     res = ${name}_prune(w, torch.ones(4), parse_pattern("unstructured-50"), alpha=0.0)
     assert res.keep.tolist() == [[False, True, False, True], [True, True, False, False]]
 ''',
