@@ -196,7 +196,7 @@ def table(result: dict[str, Any]) -> str:
     if result["chance"] is not None:
         head += f"; chance {_fmt(result['chance'], metric)}"
     if result["noise_floor"]:
-        head += f"; noise floor {100 * result['noise_floor']:.1f} % of the best"
+        head += f"; noise floor {100 * result['noise_floor']:.2f} % of the best"
     lines = [head, f"{'rank':<8}{'method':<18}{'value':>10}  {'vs dense [95% CI]':<34}"
                    f"{'vs best [95% CI]':<34}{'seeds mean ± sd':<22}note"]
     for r in result["rows"]:
