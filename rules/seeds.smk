@@ -22,7 +22,10 @@ rule calib_seed:
 
 rule prune_seed:
     input:
-        "work/calib-seeds/{model}/seed-{seed}.safetensors",
+        # the draw's ids, only for runs not yet in results/ (as prune_inputs does for the grid):
+        # a fresh clone must not redo committed seed runs because this cache is missing
+        lambda wc: [] if Path(f"{RESULTS}/seeds/{wc.model}/{wc.method}/{wc.pattern}/seed-{wc.seed}.json").exists()
+        else [f"work/calib-seeds/{wc.model}/seed-{wc.seed}.safetensors"],
     output:
         temp(directory("work/pruned-seeds/{model}/{method}/{pattern}/seed-{seed}")),
     params:
@@ -30,6 +33,7 @@ rule prune_seed:
         config=lambda wc: SEED_CONFIGS[int(wc.seed)],
         method=lambda wc: json.dumps(CFG["methods"][wc.method], sort_keys=True),
         engine=json.dumps(CFG["engine"], sort_keys=True),
+        calib=lambda wc: f"work/calib-seeds/{wc.model}/seed-{wc.seed}.safetensors",
     log:
         "logs/prune_seed/{model}/{method}/{pattern}/seed-{seed}.log",
     benchmark:
@@ -40,9 +44,11 @@ rule prune_seed:
         mem_mb=RES("prune", "mem_mb"),
         runtime=RES("prune", "runtime"),
     shell:
+        "(test -f {params.calib:q} || {params.py:q} -m bench calib --model {wildcards.model:q} "
+        "--config {params.config:q} --out {params.calib:q}) > {log:q} 2>&1 && "
         "{params.py:q} -m bench prune --model {wildcards.model:q} --method {wildcards.method:q} "
-        "--pattern {wildcards.pattern:q} --calib {input:q} --out {output:q} "
-        "--config {params.config:q} --quiet > {log:q} 2>&1"
+        "--pattern {wildcards.pattern:q} --calib {params.calib:q} --out {output:q} "
+        "--config {params.config:q} --quiet >> {log:q} 2>&1"
 
 
 rule evaluate_seed:
