@@ -165,11 +165,13 @@ def seed_summary(row: Row) -> tuple[float, float] | None:
 
 def dominant(row: Row) -> str | None:
     """Which uncertainty is larger for this run: the calibration draw (spread over seeds) or the
-    evaluation sample (bootstrap standard error of the difference to dense)."""
+    evaluation sample (bootstrap standard error of the paired difference to the best method, or
+    to dense for the best method itself)."""
     summary = seed_summary(row)
-    if summary is None or row.vs_dense is None:
+    iv = row.vs_best if row.vs_best is not None and row.vs_best.half_width > 0 else row.vs_dense
+    if summary is None or iv is None:
         return None
-    eval_se = row.vs_dense.half_width / 1.96
+    eval_se = iv.half_width / 1.96
     return "calibration draw" if summary[1] > eval_se else "evaluation sample"
 
 
