@@ -48,6 +48,8 @@ def perplexity(model: nn.Module, token_ids: torch.Tensor, seqlen: int, batch_siz
         nll = F.cross_entropy(flat, batch[:, 1:].reshape(-1), reduction="sum")
         total_nll += float(nll)
         total_tokens += batch[:, 1:].numel()
+        # per-window values for the paired statistics; the total above stays the summed
+        # reduction it always was, so ppl/wiki is bit-identical to runs made before
         per_token = F.cross_entropy(flat, batch[:, 1:].reshape(-1), reduction="none")
         window_nll += per_token.view(batch.shape[0], -1).double().mean(1).tolist()   # [b]
         if reference is model:                                            # the dense run itself
