@@ -169,29 +169,36 @@ class LayerwiseContract(MethodContract):
     """The contract of a layer-wise method: MethodContract plus exact patterns per layer."""
 
     def test_layer_patterns_exact(self) -> None:
-        method = self._create()
-        assert isinstance(method, LayerwiseMethod), f"'{self.method}' is not a layer-wise method"
-        x = layer_inputs()
-        stats = layer_stats(x)
-        w = torch.randn(48, 64, generator=torch.Generator().manual_seed(1))     # [out, in]
-        w_before = w.clone()
-        for kind in sorted(method.capabilities.kinds & set(LAYER_PATTERNS)):
-            for slug in LAYER_PATTERNS[kind]:
-                pattern = parse_pattern(slug)
-                res = method.prune_layer(w, copy.deepcopy(stats), pattern, name="layer")
-                assert torch.equal(w, w_before), f"{slug}: prune_layer modified its input"
-                assert res.weight.shape == w.shape and res.weight.dtype == w.dtype
-                assert res.keep.dtype == torch.bool and res.keep.shape == w.shape
-                assert torch.isfinite(res.weight).all(), f"{slug}: non-finite weights"
-                assert (res.weight[~res.keep] == 0).all(), f"{slug}: pruned weights not zero"
-                if pattern.kind == "nm":
-                    groups = res.keep.reshape(48, 64 // pattern.m, pattern.m).sum(-1)
-                    assert (groups == pattern.n).all(), f"{slug}: not exactly {pattern.n} of {pattern.m}"
-                else:
-                    achieved = 1.0 - res.keep.float().mean().item()
-                    assert abs(achieved - pattern.sparsity) <= 1.0 / 64 + 1e-9, f"{slug}: {achieved}"
-                again = method.prune_layer(w, copy.deepcopy(stats), pattern, name="layer")
-                assert torch.equal(again.weight, res.weight), f"{slug}: not deterministic"
+        check_layer_patterns(self._create(), torch.device("cpu"))
+
+
+def check_layer_patterns(method: Method, device: torch.device) -> None:
+    """The layer-level contract on `device`: for every declared pattern of two widths, on
+    correlated inputs, the pattern is met exactly (N of every M; sparsity within one weight per
+    row), pruned weights are zero and finite, the input is untouched and a second call is equal."""
+    assert isinstance(method, LayerwiseMethod), f"'{method.name}' is not a layer-wise method"
+    x = layer_inputs().to(device)                                               # [256, 64]
+    stats = layer_stats(x)
+    w = torch.randn(48, 64, generator=torch.Generator().manual_seed(1)).to(device)   # [out, in]
+    w_before = w.clone()
+    for kind in sorted(method.capabilities.kinds & set(LAYER_PATTERNS)):
+        for slug in LAYER_PATTERNS[kind]:
+            pattern = parse_pattern(slug)
+            res = method.prune_layer(w, copy.deepcopy(stats), pattern, name="layer")
+            assert torch.equal(w, w_before), f"{slug}: prune_layer modified its input"
+            assert res.weight.shape == w.shape and res.weight.dtype == w.dtype
+            assert res.weight.device == w.device, f"{slug}: result left {device}"
+            assert res.keep.dtype == torch.bool and res.keep.shape == w.shape
+            assert torch.isfinite(res.weight).all(), f"{slug}: non-finite weights"
+            assert (res.weight[~res.keep] == 0).all(), f"{slug}: pruned weights not zero"
+            if pattern.kind == "nm":
+                groups = res.keep.reshape(48, 64 // pattern.m, pattern.m).sum(-1)
+                assert (groups == pattern.n).all(), f"{slug}: not exactly {pattern.n} of {pattern.m}"
+            else:
+                achieved = 1.0 - res.keep.float().mean().item()
+                assert abs(achieved - pattern.sparsity) <= 1.0 / 64 + 1e-9, f"{slug}: {achieved}"
+            again = method.prune_layer(w, copy.deepcopy(stats), pattern, name="layer")
+            assert torch.equal(again.weight, res.weight), f"{slug}: not deterministic"
 
 
 def contract_for(name: str) -> type[MethodContract]:

@@ -256,16 +256,20 @@ def environment_info(device: str | None = None) -> dict[str, Any]:
 
 def git_info(repo: Path) -> dict[str, Any]:
     """The `code` section: HEAD commit (None outside git or before the first commit) and
-    whether tracked files differ from it (results/ and untracked files are ignored)."""
+    whether tracked files differ from it (results/ and untracked files are ignored). Outside a
+    git checkout, PRUNEBENCH_COMMIT names the commit a copied tree was made from (the GPU
+    machine gets a copy of a clean committed tree without .git; bench/gpu_check.py)."""
+    copied = os.environ.get("PRUNEBENCH_COMMIT")
+
     def git(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
 
     try:
         head = git("rev-parse", "--verify", "-q", "HEAD")
     except OSError:  # git not installed
-        return {"git_commit": None, "git_dirty": True}
+        return {"git_commit": copied, "git_dirty": not copied}
     if head.returncode != 0:
-        return {"git_commit": None, "git_dirty": True}
+        return {"git_commit": copied, "git_dirty": not copied}
     status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {"git_commit": head.stdout.strip(), "git_dirty": status.returncode != 0 or bool(status.stdout.strip())}
 

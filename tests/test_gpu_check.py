@@ -1,0 +1,72 @@
+"""The GPU call's harness on CPU: smoke comparison against the reference, the speed budget's
+estimate and ladder, the paper-shaped block at rehearsal scale, the archive it brings back."""
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import gpu_block, gpu_check, gpu_speed, results
+
+
+def _smoke(dtype: str, ppls: dict[str, float | None]) -> dict:
+    runs = [{"id": k, "ppl": v} if v is not None else {"id": k, "error": "RuntimeError: boom"}
+            for k, v in ppls.items()]
+    return {"device": "cuda", "dtype": dtype, "runs": runs, "seconds": 1.0}
+
+
+def test_compare_smoke_against_the_cpu_reference() -> None:
+    ref = _smoke("float32", {"a": 100.0, "b": 200.0, "c": 50.0})
+    got = gpu_check.compare_smoke(_smoke("float32", {"a": 100.5, "b": 203.0, "c": None}), ref)
+    rows = {r["id"]: r for r in got["runs"]}
+    assert rows["a"]["rel_diff"] == pytest.approx(0.005) and rows["a"]["within_1pct"]
+    assert rows["b"]["rel_diff"] == pytest.approx(0.015) and not rows["b"]["within_1pct"]
+    assert got["outside_1pct"] == ["b"] and got["failed"] == 1
+    assert got["max_abs_rel_diff"] == pytest.approx(0.015)
+    half = gpu_check.compare_smoke(_smoke("float16", {"a": 110.0}), ref)
+    assert "within_1pct" not in half["runs"][0] and half["outside_1pct"] == []   # recorded only
+    assert gpu_check.compare_smoke(_smoke("float32", {"a": 1.0}), None)["max_abs_rel_diff"] is None
+
+
+def test_speed_estimate_and_ladder() -> None:
+    rung = gpu_speed.LADDER[-1]
+    cells = 3 * len(rung["tokens"]) * len(rung["dtypes"]) * 2        # shapes x tokens x dtypes x backends
+    assert gpu_speed.estimate(3, rung, 0.4) == pytest.approx(
+        cells * 0.4 * (rung["repeats"] + 3) / (gpu_speed.PROBE_REPEATS + 3))
+    costs = [gpu_speed.estimate(4, r, 0.1) for r in gpu_speed.LADDER]
+    assert costs == sorted(costs, reverse=True)                        # richest rung first
+
+
+def test_block_at_rehearsal_scale_meets_the_pattern() -> None:
+    rec = gpu_block.measure("sparsegpt", "2of4", "tiny", torch.device("cpu"))
+    assert rec["sparsity"] == pytest.approx(0.5) and rec["seconds"] > 0
+    assert rec["calibration_shape"] == [4, 128] and rec["dtype"] == "float16"
+    assert rec["shapes"] == {"hidden_size": 256, "intermediate_size": 688, "num_attention_heads": 4}
+    model = gpu_block.block_model("paper", torch.device("meta"), torch.float16)
+    mlp = model.model.layers[0].mlp
+    assert len(model.model.layers) == 1 and tuple(mlp.down_proj.weight.shape) == (4096, 11008)
+
+
+def test_assemble_brings_back_records_and_raw_parts(tmp_path: Path) -> None:
+    work, out = tmp_path / "work", tmp_path / "out"
+    (work / "speed").mkdir(parents=True)
+    out.mkdir()
+    (work / "part-smoke-float32.json").write_text(json.dumps(_smoke("float32", {"a": 1.0})))
+    (work / "speed" / "opt-tiny.json").write_text("{}")
+    (work / "smoke.log").write_text("log")
+    check = gpu_check.assemble(work, out, "cpu", 0.0)
+    assert check["schema"] == gpu_check.SCHEMA and "smoke-float32" in check["parts"]
+    with tarfile.open(out / "records.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert names == {"results/cuda/check-cpu-rehearsal.json", "results/speed/opt-tiny.json",
+                     "raw/part-smoke-float32.json", "raw/smoke.log"}
+
+
+def test_commit_of_a_copied_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PRUNEBENCH_COMMIT", raising=False)
+    assert results.git_info(tmp_path) == {"git_commit": None, "git_dirty": True}
+    monkeypatch.setenv("PRUNEBENCH_COMMIT", "a" * 40)
+    assert results.git_info(tmp_path) == {"git_commit": "a" * 40, "git_dirty": False}
