@@ -13,7 +13,7 @@ Parts (each also alone with --part):
   against the committed CPU float32 record results/cuda/smoke-cpu-float32.json;
 - `block`: bench/gpu_block.py, sparsegpt and apt on one Llama-2-7B-shaped block (timed alone);
 - `speed`: bench/gpu_speed.py, the 2:4 records of every target, trimmed to the budget.
-`tests` and both smoke dtypes run side by side (correctness only); `block` and `speed` run after
+`tests` and the smoke runs (one process per model and dtype) run side by side (correctness only); `block` and `speed` run after
 them, alone, because they are timings. Everything lands in DIR: one JSON per part, check.json
 (results/cuda/check.json) and records.tar.gz (the files to commit, in the repo's layout),
 rewritten after every part so that a call cut short still brings back what it measured.
@@ -37,13 +37,17 @@ import torch
 from tqdm.auto import tqdm
 
 from bench import gpu_block, gpu_speed, results, speed
+from bench.calibration import load_calibration_for
 from bench.config import load_config, plan, read_yaml
+from bench.models import get_spec, load_zoo, prepare
 from bench.packages import REPO_ROOT
-from bench.pipeline import evaluate, prune
+from bench.pipeline import evaluate
+from bench.pipeline import prune as prune_run
 
 log = logging.getLogger(__name__)
 SCHEMA = "prunebench.cuda-check/1"
 PARTS = ("tests", "smoke", "block", "speed")
+NOT_RUN = "not run: the part's time budget was spent"
 REFERENCE = Path("results") / "cuda" / "smoke-cpu-float32.json"
 FLOAT32_TOL = 0.01            # the issue's bar: CUDA float32 ppl within 1 % of the CPU's
 # the smoke grid's random models predict near-uniformly (ppl ~ 8000, every method within 1 %):
@@ -99,22 +103,25 @@ def smoke_config(device: str, dtype: str, results_dir: Path) -> dict[str, Any]:
     return load_config(raw)
 
 
-def run_smoke(device: str, dtype: str, budget_s: float, workdir: Path) -> dict[str, Any]:
-    """Prune + evaluate every run of the smoke grid on `device` in `dtype`; one row per run
-    (an exception is the row's error: a finding, not a crash)."""
+def run_smoke(device: str, dtype: str, budget_s: float, workdir: Path, dest: Path,
+              model: str | None = None) -> dict[str, Any]:
+    """Prune + evaluate every run of the smoke grid (of `model`, or all) on `device` in `dtype`;
+    one row per run (an exception is the row's error: a finding, not a crash), `dest` rewritten
+    after each run so that a process stopped at the deadline keeps what it measured."""
     cfg = smoke_config(device, dtype, workdir / "results")
-    runs, _ = plan(cfg)
-    rows: list[dict[str, Any]] = []
+    runs = [r for r in plan(cfg)[0] if model is None or r.model == model]
+    rows: list[dict[str, Any]] = [{"id": r.id, "error": NOT_RUN} for r in runs]
     t_start = time.perf_counter()
-    for run in tqdm(runs, desc=f"smoke {device} {dtype}"):
+    part = {"device": device, "dtype": dtype, "runs": rows, "seconds": 0.0,
+            "environment": results.environment_info(), "code": results.git_info(REPO_ROOT)}
+    for i, run in enumerate(tqdm(runs, desc=f"smoke {device} {dtype}")):
         row: dict[str, Any] = {"id": run.id}
         if time.perf_counter() - t_start > budget_s:
-            rows.append({**row, "error": "not run: the part's time budget was spent"})
-            continue
+            break
         try:
             ckpt = workdir / "ckpt" / run.id
             ckpt.parent.mkdir(parents=True, exist_ok=True)
-            info = prune(run.model, run.method, run.pattern, ckpt, cfg, progress=False)
+            info = prune_run(run.model, run.method, run.pattern, ckpt, cfg, progress=False)
             out = workdir / "runs" / f"{run.id}.json"
             out.parent.mkdir(parents=True, exist_ok=True)
             _, rec = evaluate(ckpt, out, cfg, progress=False)
@@ -126,9 +133,11 @@ def run_smoke(device: str, dtype: str, budget_s: float, workdir: Path) -> dict[s
         except Exception as exc:   # noqa: BLE001 (every failure on the device is a finding to record)
             row["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}"
             log.warning("%s on %s %s failed: %s", run.id, device, dtype, row["error"])
-        rows.append(row)
-    return {"device": device, "dtype": dtype, "runs": rows, "seconds": time.perf_counter() - t_start,
-            "environment": results.environment_info(), "code": results.git_info(REPO_ROOT)}
+        rows[i] = row
+        part["seconds"] = time.perf_counter() - t_start
+        _write_json(dest, part)
+    _write_json(dest, part)
+    return part
 
 
 def compare_smoke(smoke: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, Any]:
@@ -144,7 +153,8 @@ def compare_smoke(smoke: dict[str, Any], reference: dict[str, Any] | None) -> di
                 row["within_1pct"] = abs(row["rel_diff"]) <= FLOAT32_TOL
         rows.append(row)
     diffs = [abs(r["rel_diff"]) for r in rows if "rel_diff" in r]
-    return {**smoke, "runs": rows, "failed": sum("error" in r for r in rows),
+    return {**smoke, "runs": rows, "not_run": sum(r.get("error") == NOT_RUN for r in rows),
+            "failed": sum("error" in r and r["error"] != NOT_RUN for r in rows),
             "max_abs_rel_diff": max(diffs) if diffs else None,
             "outside_1pct": [r["id"] for r in rows if r.get("within_1pct") is False]}
 
@@ -172,8 +182,11 @@ def assemble(work: Path, out: Path, device: str, started: float) -> dict[str, An
         parts[f.stem.removeprefix("part-")] = json.loads(f.read_text())
     ref_path = REPO_ROOT / REFERENCE
     reference = json.loads(ref_path.read_text()) if ref_path.exists() else None
-    for key in [k for k in parts if k.startswith("smoke-")]:
-        parts[key] = compare_smoke(parts[key], reference)
+    for dtype in sorted({v["dtype"] for k, v in parts.items() if k.startswith("smoke-")}):
+        pieces = [parts.pop(k) for k in sorted(parts) if k.startswith(f"smoke-{dtype}")]
+        merged = {**pieces[0], "runs": [r for piece in pieces for r in piece["runs"]],
+                  "seconds": max(piece["seconds"] for piece in pieces), "processes": len(pieces)}
+        parts[f"smoke-{dtype}"] = compare_smoke(merged, reference)
     check = {"schema": SCHEMA, "device": device, "environment": results.environment_info(),
              "gpu": speed.gpu_environment(), "code": results.git_info(REPO_ROOT),
              "seconds": time.monotonic() - started,
@@ -199,9 +212,16 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     phase_a = min(args.budget_s * 0.45, deadline - time.monotonic())
     procs = [_run_part(["--part", "tests", *common, "--budget-s", str(phase_a)], phase_a,
                        work / "tests.log")]
-    for dtype in args.dtypes:
-        procs.append(_run_part(["--part", "smoke", "--dtype", dtype, *common,
-                                "--budget-s", str(phase_a * 0.85)], phase_a, work / "smoke.log"))
+    cfg = smoke_config(args.device, "float32", work)
+    models = cfg["models"]
+    for model in models:        # prepared once here, not raced by the processes below
+        prepare(get_spec(model, load_zoo(REPO_ROOT / cfg["zoo"])))
+        load_calibration_for(model, cfg, None)
+    for dtype in args.dtypes:      # one process per model and dtype: the runs are launch-bound
+        for model in models:
+            procs.append(_run_part(["--part", "smoke", "--dtype", dtype, "--model", model, *common,
+                                    "--budget-s", str(phase_a * 0.85)], phase_a,
+                                   work / f"smoke-{dtype}-{model}.log"))
     for p in procs:
         _wait(p, started + phase_a + 30)
     assemble(work, out, args.device, started)
@@ -222,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     p.add_argument("--part", choices=("all", *PARTS), default="all")
     p.add_argument("--dtype", default="float32", help="smoke part: the engine dtype")
+    p.add_argument("--model", default=None, help="smoke part: only this model's runs")
     p.add_argument("--dtypes", nargs="+", default=["float32", "float16"])
     p.add_argument("--budget-s", type=float, default=420.0, help="wall-clock budget of the call")
     p.add_argument("--block-scale", choices=("paper", "tiny"), default="paper")
@@ -240,8 +261,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.part == "tests":
             _write_json(work / "part-tests.json", run_tests(args.device, args.budget_s, scratch))
         elif args.part == "smoke":
-            _write_json(work / f"part-smoke-{args.dtype}.json",
-                        run_smoke(args.device, args.dtype, args.budget_s, scratch))
+            suffix = f"-{args.model}" if args.model else ""
+            run_smoke(args.device, args.dtype, args.budget_s, scratch,
+                      work / f"part-smoke-{args.dtype}{suffix}.json", args.model)
         elif args.part == "all":
             check = orchestrate(args)
             log.info("done in %.0f s: %s", check["seconds"], sorted(check["parts"]))

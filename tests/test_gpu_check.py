@@ -24,7 +24,7 @@ def test_compare_smoke_against_the_cpu_reference() -> None:
     rows = {r["id"]: r for r in got["runs"]}
     assert rows["a"]["rel_diff"] == pytest.approx(0.005) and rows["a"]["within_1pct"]
     assert rows["b"]["rel_diff"] == pytest.approx(0.015) and not rows["b"]["within_1pct"]
-    assert got["outside_1pct"] == ["b"] and got["failed"] == 1
+    assert got["outside_1pct"] == ["b"] and got["failed"] == 1 and got["not_run"] == 0
     assert got["max_abs_rel_diff"] == pytest.approx(0.015)
     half = gpu_check.compare_smoke(_smoke("float16", {"a": 110.0}), ref)
     assert "within_1pct" not in half["runs"][0] and half["outside_1pct"] == []   # recorded only
