@@ -92,11 +92,13 @@ def measure(method_name: str, slug: str, scale: str, device: torch.device) -> di
     return out
 
 
-def run_all(out: Path, device: str, budget_s: float, scale: str) -> list[dict[str, Any]]:
-    """Every case in its own process, each given what is left of `budget_s`; part-block.json."""
+def run_all(out: Path, device: str, budget_s: float, scale: str,
+            only: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every case (or those `only` names, "method:pattern") in its own process, each given what
+    is left of `budget_s`; part-block.json."""
     deadline = time.monotonic() + budget_s
     rows: list[dict[str, Any]] = []
-    for method, slug in CASES:
+    for method, slug in [c for c in CASES if not only or f"{c[0]}:{c[1]}" in only]:
         left = deadline - time.monotonic()
         row: dict[str, Any] = {"method": method, "pattern": slug, "scale": scale}
         if left < 5:

@@ -104,12 +104,13 @@ def smoke_config(device: str, dtype: str, results_dir: Path) -> dict[str, Any]:
 
 
 def run_smoke(device: str, dtype: str, budget_s: float, workdir: Path, dest: Path,
-              model: str | None = None) -> dict[str, Any]:
+              model: str | None = None, methods: list[str] | None = None) -> dict[str, Any]:
     """Prune + evaluate every run of the smoke grid (of `model`, or all) on `device` in `dtype`;
     one row per run (an exception is the row's error: a finding, not a crash), `dest` rewritten
     after each run so that a process stopped at the deadline keeps what it measured."""
     cfg = smoke_config(device, dtype, workdir / "results")
-    runs = [r for r in plan(cfg)[0] if model is None or r.model == model]
+    runs = [r for r in plan(cfg)[0]
+            if (model is None or r.model == model) and (not methods or r.method in methods)]
     rows: list[dict[str, Any]] = [{"id": r.id, "error": NOT_RUN} for r in runs]
     t_start = time.perf_counter()
     part = {"device": device, "dtype": dtype, "runs": rows, "seconds": 0.0,
@@ -209,7 +210,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     deadline = started + args.budget_s
     out, work = Path(args.out), Path(args.work)
     common = ["--out", str(out), "--work", str(work), "--device", args.device]
-    phase_a = min(args.budget_s * 0.45, deadline - time.monotonic())
+    phase_a = min(args.budget_s * args.shares[0], deadline - time.monotonic())
     procs = [_run_part(["--part", "tests", *common, "--budget-s", str(phase_a)], phase_a,
                        work / "tests.log")]
     cfg = smoke_config(args.device, "float32", work)
@@ -220,16 +221,18 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     for dtype in args.dtypes:      # one process per model and dtype: the runs are launch-bound
         for model in models:
             procs.append(_run_part(["--part", "smoke", "--dtype", dtype, "--model", model, *common,
+                                    *(["--smoke-methods", *args.smoke_methods]
+                                      if args.smoke_methods else []),
                                     "--budget-s", str(phase_a * 0.85)], phase_a,
                                    work / f"smoke-{dtype}-{model}.log"))
     for p in procs:
         _wait(p, started + phase_a + 30)
     assemble(work, out, args.device, started)
-    block_budget = (deadline - time.monotonic()) * 0.35
-    gpu_block.run_all(work, args.device, block_budget, args.block_scale)
+    block_budget = (deadline - time.monotonic()) * args.shares[1]
+    gpu_block.run_all(work, args.device, block_budget, args.block_scale, args.block_cases)
     assemble(work, out, args.device, started)
     gpu_speed.run_all(work, args.device, deadline - time.monotonic() - 10,
-                      lambda: assemble(work, out, args.device, started))
+                      lambda: assemble(work, out, args.device, started), args.speed_targets)
     return assemble(work, out, args.device, started)
 
 
@@ -246,6 +249,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dtypes", nargs="+", default=["float32", "float16"])
     p.add_argument("--budget-s", type=float, default=420.0, help="wall-clock budget of the call")
     p.add_argument("--block-scale", choices=("paper", "tiny"), default="paper")
+    p.add_argument("--shares", type=float, nargs=2, default=[0.45, 0.35], metavar=("TESTS", "BLOCK"),
+                   help="budget fractions: tests+smoke of the whole, block of what is left after")
+    p.add_argument("--smoke-methods", nargs="+", default=None, help="only these methods' smoke runs")
+    p.add_argument("--block-cases", nargs="+", default=None, metavar="METHOD:PATTERN",
+                   help="only these block cases (default: every case of bench/gpu_block.py)")
+    p.add_argument("--speed-targets", nargs="+", default=None, help="only these speed targets")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     out = Path(args.out)
@@ -263,15 +272,16 @@ def main(argv: list[str] | None = None) -> None:
         elif args.part == "smoke":
             suffix = f"-{args.model}" if args.model else ""
             run_smoke(args.device, args.dtype, args.budget_s, scratch,
-                      work / f"part-smoke-{args.dtype}{suffix}.json", args.model)
+                      work / f"part-smoke-{args.dtype}{suffix}.json", args.model, args.smoke_methods)
         elif args.part == "all":
             check = orchestrate(args)
             log.info("done in %.0f s: %s", check["seconds"], sorted(check["parts"]))
         else:
             if args.part == "block":
-                gpu_block.run_all(work, args.device, args.budget_s, args.block_scale)
+                gpu_block.run_all(work, args.device, args.budget_s, args.block_scale,
+                                  args.block_cases)
             else:
-                gpu_speed.run_all(work, args.device, args.budget_s, lambda: None)
+                gpu_speed.run_all(work, args.device, args.budget_s, lambda: None, args.speed_targets)
             assemble(work, out, args.device, time.monotonic())
 
 

@@ -49,6 +49,8 @@ def probe(shape: tuple[int, int], device: torch.device) -> float:
     backend = next((b for b in speed.BACKENDS if not speed.backend_unavailable_reason(b)), None)
     if backend is None:
         return 0.0                  # no kernel here: each record says why, and costs nothing
+    speed.layer_case(256, 256, 16, torch.float16, backend, "eager", device=device, warmup=1,
+                     repeats=1, min_sample_s=1e-4)         # first use: CUDA and kernel set-up
     spent = []
     for tokens in (16, 2048):
         t0 = time.perf_counter()
@@ -65,15 +67,18 @@ def estimate(n_shapes: int, rung: dict[str, Any], per_cell: float) -> float:
     return cells * per_cell * (rung["repeats"] + 3) / (PROBE_REPEATS + 3)
 
 
-def run_all(out: Path, device: str, budget_s: float, after_each: Callable[[], Any]) -> dict[str, Any]:
-    """Measure every target of config/config.yaml into out/speed/; part-speed.json says how."""
+def run_all(out: Path, device: str, budget_s: float, after_each: Callable[[], Any],
+            only: list[str] | None = None) -> dict[str, Any]:
+    """Measure every target of config/config.yaml (or those `only` names) into out/speed/;
+    part-speed.json says how."""
     deadline = time.monotonic() + budget_s
     dev = torch.device(device)
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
     make_sparse = None if dev.type == "cuda" else _stand_in
     # a CPU rehearsal times the stand-in on the tiny models only, at the leanest rung with a short
     # end-to-end case (paper shapes and float16 GEMMs take hours on a CPU)
-    names = [t for t in speed_run.targets(cfg) if make_sparse is None or t in REAL_WEIGHTS_TRAVEL]
+    names = [t for t in speed_run.targets(cfg) if (make_sparse is None or t in REAL_WEIGHTS_TRAVEL)
+             and (not only or t in only)]
     shapes = {t: linear_shapes(speed_run._target_model(t, cfg, _weights(t))[0]) for t in names}
     largest = max((s for ss in shapes.values() for s in ss),
                   key=lambda s: s.out_features * s.in_features)

@@ -256,10 +256,13 @@ def environment_info(device: str | None = None) -> dict[str, Any]:
 
 def git_info(repo: Path) -> dict[str, Any]:
     """The `code` section: HEAD commit (None outside git or before the first commit) and
-    whether tracked files differ from it (results/ and untracked files are ignored). Outside a
-    git checkout, PRUNEBENCH_COMMIT names the commit a copied tree was made from (the GPU
-    machine gets a copy of a clean committed tree without .git; bench/gpu_check.py)."""
+    whether tracked files differ from it (results/ and untracked files are ignored).
+    PRUNEBENCH_COMMIT, when set, names the commit a copied tree was made from and wins: the GPU
+    machine gets a copy of a clean committed tree whose .git, if any, is not that commit's
+    (seen: a stale HEAD; bench/gpu_check.py)."""
     copied = os.environ.get("PRUNEBENCH_COMMIT")
+    if copied:
+        return {"git_commit": copied, "git_dirty": False}
 
     def git(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)

@@ -80,6 +80,11 @@ def gpu_unavailable_reason() -> str | None:
 def backend_unavailable_reason(backend: str) -> str | None:
     if backend == "cusparselt" and not torch.backends.cusparselt.is_available():
         return "this torch was built without cuSPARSELt"
+    if backend == "cutlass" and torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability()
+        if major != 8:      # seen on an H200: "sparse_semi_structured_mad_op: ... compute capability 8.x"
+            return (f"PyTorch's CUTLASS 2:4 kernels run only on sm_8x GPUs "
+                    f"({torch.cuda.get_device_name()} is sm_{major}{minor})")
     return None
 
 

@@ -59,7 +59,8 @@ def slice_params(block: nn.Module, coupled: Coupled) -> list[tuple[torch.Tensor,
 
 def _element_index(keep: torch.Tensor, size: int, copies: int, n_units: int) -> torch.Tensor:
     width = size // (copies * n_units)
-    per_unit = (keep[:, None] * width + torch.arange(width)[None, :]).reshape(-1)   # [k*width]
+    per_unit = (keep[:, None] * width
+                + torch.arange(width, device=keep.device)[None, :]).reshape(-1)     # [k*width]
     return torch.cat([per_unit + c * n_units * width for c in range(copies)])
 
 

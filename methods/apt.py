@@ -33,6 +33,10 @@ from methods.registry import register
 from methods.sparsegpt import inverse_hessian_cholesky
 
 log = logging.getLogger(__name__)
+# memory of one batched float64 solve [b, k, k] (and its Cholesky factor) is capped here: at the
+# Llama-2-7B down_proj (k = 5504 kept columns) 128 rows would ask for 29 GiB (seen on an H200).
+# Rows are solved independently, so the chunking never changes a result.
+LSQ_CHUNK_BYTES = 2 * 2**30
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class APTParams:
     group: int = 8              # unstructured: columns whose removal is chosen jointly (<= 12)
     percdamp: float = 0.01      # damping of the Hessian used by the mask sweep
     lsq_damp: float = 0.0       # damping of the final least-squares solve (0: exact LS)
-    row_chunk: int = 128        # rows per batched least-squares solve (memory bound)
+    row_chunk: int = 128        # rows per batched least-squares solve (at most; see LSQ_CHUNK_BYTES)
     max_damp_retries: int = 3
 
     def validate(self) -> None:
@@ -149,8 +153,9 @@ def least_squares_rows(weight: torch.Tensor, hessian: torch.Tensor, keep: torch.
         if k == 0:
             continue
         rows_k = (counts == k).nonzero().squeeze(1)
-        for start in range(0, rows_k.numel(), row_chunk):
-            r = rows_k[start:start + row_chunk]                # [b]
+        chunk = max(1, min(row_chunk, LSQ_CHUNK_BYTES // (2 * 8 * k * k)))
+        for start in range(0, rows_k.numel(), chunk):
+            r = rows_k[start:start + chunk]                    # [b]
             idx = keep[r].nonzero()[:, 1].view(r.numel(), k)   # [b, k] kept columns, sorted
             hkk = h[idx[:, :, None], idx[:, None, :]]          # [b, k, k]
             rhs = rhs_all[r.unsqueeze(1), idx].unsqueeze(2)    # [b, k, 1]

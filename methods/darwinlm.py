@@ -83,7 +83,8 @@ class _Search:
         self.dense, self.adapter, self.db, self.p = dense, adapter, db, p
         self.units = layer_units(dense, adapter)
         self.steps = {k: min(p.levels, self.units[0][k]) for k in self.units[0]}
-        self.fit_ids, self.train_ids = fit_ids, train_ids         # [rows, seqlen]
+        device = next(dense.parameters()).device               # ids go where the model is
+        self.fit_ids, self.train_ids = fit_ids.to(device), train_ids.to(device)   # [rows, seqlen]
         with torch.no_grad():
             self.logp = [F.log_softmax(dense(input_ids=row[None]).logits[0].float(), -1)
                          for row in fit_ids]                     # per row [seqlen, vocab]

@@ -106,3 +106,18 @@ def test_bad_hyperparameters() -> None:
         registry.create("apt", {"group": 20})
     with pytest.raises(PruneBenchError, match="unknown hyperparameter"):
         registry.create("apt", {"blocks": 3})
+
+
+def test_least_squares_chunking_never_changes_a_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LSQ_CHUNK_BYTES bounds the batched solve's memory; rows are independent, so a chunk of
+    one row gives bit-identical weights to the default chunk."""
+    from methods import apt
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 32, generator=g)
+    h = x.t() @ x / 256                                          # [in, in]
+    w = torch.randn(16, 32, generator=g)                         # [out, in]
+    keep = torch.rand(16, 32, generator=g) > 0.5
+    want = apt.least_squares_rows(w, h, keep)
+    monkeypatch.setattr(apt, "LSQ_CHUNK_BYTES", 1)
+    assert torch.equal(apt.least_squares_rows(w, h, keep), want)
