@@ -60,7 +60,8 @@ class LevelDB:
             for name in coupled.consumers:
                 w = block.get_submodule(name).weight                      # [out, n * c]
                 c = w.shape[1] // n
-                kept = reconstruct(w, self.hessians[f"{i}.{name}"], keep, c, self.meta["percdamp"])
+                h = self.hessians[f"{i}.{name}"].to(w.device)             # a cached db loads on CPU
+                kept = reconstruct(w, h, keep, c, self.meta["percdamp"])
                 out[name] = scatter_units(kept, keep, c, n)
             self._memo[key] = out
         return self._memo[key]

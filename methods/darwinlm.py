@@ -87,7 +87,7 @@ class _Search:
         self.fit_ids, self.train_ids = fit_ids.to(device), train_ids.to(device)   # [rows, seqlen]
         with torch.no_grad():
             self.logp = [F.log_softmax(dense(input_ids=row[None]).logits[0].float(), -1)
-                         for row in fit_ids]                     # per row [seqlen, vocab]
+                         for row in self.fit_ids]                # per row [seqlen, vocab]
         self.memo: dict[tuple[str, int], float] = {}
 
     def removed(self, kind: str, i: int, level: int) -> int:
