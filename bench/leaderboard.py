@@ -22,6 +22,7 @@ from bench import outputs, site_pages, site_plots, site_schema
 from bench.packages import REPO_ROOT
 from bench.results import SCHEMA_VERSION, load_all
 from bench.compare import run_stats
+from bench.cuda_table import check_sections, load_checks
 from bench.speed_table import load_speed, run_speed, speed_sections
 from bench.zeroshot import average_metrics, tasks_in
 
@@ -195,8 +196,10 @@ def _env() -> Any:
 
 
 def render_pages(runs: list[dict[str, Any]], rows: list[dict[str, Any]],
-                 speed: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Every page of the site (relative path -> text) from the runs, their rows and speed records."""
+                 speed: dict[str, dict[str, Any]],
+                 checks: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
+    """Every page of the site (relative path -> text) from the runs, their rows, the speed
+    records and the CUDA check records."""
     env = _env()
     common = {"n_runs": len(rows), "primary": PRIMARY, "schema_version": SCHEMA_VERSION,
               "newest": max((r["created_at"] for r in rows), default=None)}
@@ -208,7 +211,7 @@ def render_pages(runs: list[dict[str, Any]], rows: list[dict[str, Any]],
     cols = site_schema.columns(rows)
     files = {
         "index.html": page("index.html.j2", "index.html", models=site_pages.landing(rows),
-                           speed=speed_sections(speed)),
+                           speed=speed_sections(speed), checks=check_sections(checks or {})),
         "leaderboard.html": page("leaderboard.html.j2", "leaderboard.html",
                                  table=site_pages.table(rows, cols)),
         "plots.html": page("plots.html.j2", "plots.html",
@@ -278,15 +281,17 @@ def _build(results_dir: Path, out_dir: Path, pd: Any) -> None:
     if not runs:
         log.warning("no runs under %s/runs: the leaderboard will be empty", results_dir)
     speed = load_speed(Path(results_dir))
+    checks = load_checks(Path(results_dir))
     rows = flat_rows(runs, speed, run_stats(Path(results_dir)))
     cols = [c.key for c in site_schema.columns(rows)]
     header = cols + [k for k in (list(rows[0]) if rows else []) if k not in cols]
     csv = pd.DataFrame(rows, columns=header or ["model", "method", "pattern"])
     files = {
-        **render_pages(runs, rows, speed),
+        **render_pages(runs, rows, speed, checks),
         "runs.json": json.dumps(rows, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n",
         "runs.csv": csv.to_csv(index=False, lineterminator="\n"),
         **{f"speed/{t}.json": json.dumps(r, indent=1, sort_keys=True) + "\n" for t, r in speed.items()},
+        **{f"cuda/{n}": json.dumps(r, indent=1, sort_keys=True) + "\n" for n, r in checks.items()},
     }
     _write_tree(out_dir, files)
     log.info("leaderboard of %d runs", len(rows))

@@ -62,6 +62,15 @@ def run_speed(model: str, pattern: str, records: dict[str, dict[str, Any]]) -> d
                                else "") + ")"}
 
 
+def _ratio_range(ratios: list[float]) -> str:
+    """Median [min, max] of our layer speedup over the bare torch.mm one (goal: 1 within 5 %)."""
+    if not ratios:
+        return "–"
+    s = sorted(ratios)
+    mid = s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
+    return f"{mid:.2f} [{s[0]:.2f}, {s[-1]:.2f}]"
+
+
 def speed_sections(records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One summary per target: status, GPU, and the best eager layer speedup per token count."""
     out = []
@@ -79,5 +88,7 @@ def speed_sections(records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "cells": len(rec["layers"]), "planned": rec["planned_cells"],
             "unsupported": len(rec["unsupported"]),
             "best": [f"{t}: {best[t]:.2f}x" for t in sorted(best)],
+            "harness_vs_bare": _ratio_range([r["harness_vs_bare"] for r in rec["layers"]
+                                             if "harness_vs_bare" in r]),
             "file": f"speed/{target}.json"})
     return out

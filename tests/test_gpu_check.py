@@ -70,3 +70,23 @@ def test_commit_of_a_copied_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert results.git_info(tmp_path) == {"git_commit": None, "git_dirty": True}
     monkeypatch.setenv("PRUNEBENCH_COMMIT", "a" * 40)
     assert results.git_info(tmp_path) == {"git_commit": "a" * 40, "git_dirty": False}
+
+
+def test_site_summaries_of_the_committed_gpu_records(tmp_path: Path) -> None:
+    from bench.cuda_table import check_sections, load_checks
+    from bench.packages import REPO_ROOT
+
+    checks = load_checks(REPO_ROOT / "results")
+    assert list(checks)[:2] == ["check-1.json", "check-2.json"]
+    first, second = check_sections(checks)[:2]
+    assert first["tests"] == "58 passed, 2 failed, 0 skipped"        # CUTLASS on sm_90, since skipped
+    assert second["tests"] == "58 passed, 0 failed, 2 skipped"
+    f32 = {s["dtype"]: s for s in first["smoke"]}["float32"]
+    assert f32["within"] is True and f32["failed_methods"] == ["darwinlm", "llm_pruner",
+                                                               "llm_pruner_lora"]
+    assert {b["case"]: b["seconds"] for b in first["block"]}["sparsegpt 2of4"].endswith(" s")
+    bad = tmp_path / "cuda"
+    bad.mkdir()
+    (bad / "check-9.json").write_text(json.dumps({"schema": "other"}))
+    with pytest.raises(ValueError, match="not a prunebench.cuda-check/1 record"):
+        load_checks(tmp_path)

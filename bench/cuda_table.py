@@ -1,0 +1,68 @@
+"""results/cuda/check-*.json -> what the leaderboard shows of the GPU calls (bench/gpu_check.py).
+
+Owns reading the CUDA check records (`load_checks`, schema checked, oldest first) and one summary
+per call (`check_sections`): the machine and software, the GPU-only tests, the smoke grid on
+CUDA in each dtype against the committed CPU float32 record (how many runs, which methods
+failed, the largest relative ppl difference and whether float32 stayed within 1 %), and the
+pruning cost of the Llama-2-7B-shaped block. Pure functions of the records, like the rest of
+the site.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "prunebench.cuda-check/1"     # bench/gpu_check.py writes it; no import of the GPU code
+
+
+def load_checks(results_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every results_dir/cuda/check-*.json by file name (sorted); other schemas refused."""
+    out: dict[str, dict[str, Any]] = {}
+    folder = Path(results_dir) / "cuda"
+    for path in sorted(folder.glob("check-*.json")) if folder.is_dir() else []:
+        rec = json.loads(path.read_text())
+        if rec.get("schema") != SCHEMA:
+            raise ValueError(f"{path}: not a {SCHEMA} record (schema {rec.get('schema')!r})")
+        out[path.name] = rec
+    return out
+
+
+def _smoke(part: dict[str, Any]) -> dict[str, Any]:
+    runs = part["runs"]
+    ok = [r for r in runs if "ppl" in r]
+    failed = sorted({r["id"].split("/")[1] for r in runs if "error" in r
+                     and not r["error"].startswith("not run")})
+    diff = part.get("max_abs_rel_diff")
+    return {"dtype": part["dtype"], "ran": len(ok), "runs": len(runs), "failed_methods": failed,
+            "max_rel_diff": f"{100 * diff:.2f} %" if diff is not None else "–",
+            "within": (not part.get("outside_1pct")) if part["dtype"] == "float32" else None}
+
+
+def _block(case: dict[str, Any]) -> dict[str, Any]:
+    return {"case": f"{case['method']} {case['pattern']}",
+            "seconds": f"{case['seconds']:.1f} s" if "seconds" in case else "–",
+            "peak": f"{case['peak_gpu_mib'] / 1024:.1f} GiB" if "peak_gpu_mib" in case else "–",
+            "calibration": " x ".join(map(str, case.get("calibration_shape", []))) or "–",
+            "error": case.get("error", "")}
+
+
+def check_sections(checks: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One summary per GPU call, in file order."""
+    out = []
+    for name, rec in checks.items():
+        gpu, env, parts = rec.get("gpu") or {}, rec["environment"], rec["parts"]
+        tests = parts.get("tests") or {}
+        out.append({
+            "file": f"cuda/{name}", "commit": (rec["code"].get("git_commit") or "?")[:7],
+            "machine": f"{gpu.get('gpu') or env['device']} (sm_{str(gpu.get('capability', '?')).replace('.', '')}, "
+                       f"driver {gpu.get('driver')}, CUDA {gpu.get('cuda_runtime')}, "
+                       f"cuSPARSELt {gpu.get('cusparselt')})",
+            "software": f"torch {env['torch']}, transformers {env['transformers']}",
+            "tests": (f"{tests.get('passed', 0)} passed, {tests.get('failed', 0)} failed, "
+                      f"{tests.get('skipped', 0)} skipped" if tests else "not run"),
+            "test_failures": tests.get("failures", []),
+            "smoke": [_smoke(parts[k]) for k in sorted(parts) if k.startswith("smoke-")],
+            "block": [_block(c) for c in (parts.get("block") or {}).get("cases", [])],
+        })
+    return out
