@@ -205,11 +205,26 @@ def run_target(target: str, cfg: dict[str, Any], out: Path | None = None, *,
     `device` and `make_sparse` exist for testing the harness on CPU with a stand-in converter;
     such a record is marked `stand_in` and is never a result."""
     path = Path(out) if out else REPO_ROOT / "results" / "speed" / f"{target}.json"
+    kept = _measured(path) if make_sparse is None else None
+    if kept is not None and speed.gpu_unavailable_reason() is not None:
+        log.warning("%s: %s, so the measured record %s (%s) is kept, not replaced by a plan",
+                    target, speed.gpu_unavailable_reason(), path, (kept.get("gpu") or {}).get("gpu"))
+        return kept
     with outputs.claim(path, "--out", "file", lambda p: outputs.json_object_with(p, RECORD_KEYS),
                        create_parent=out is None) as claim:
         record = _run(target, cfg, progress, device, make_sparse, weights)
         claim.tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     return record
+
+
+def _measured(path: Path) -> dict[str, Any] | None:
+    """The speed record at `path` when it holds GPU figures (never overwritten by a plan)."""
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    ours = isinstance(rec, dict) and all(k in rec for k in RECORD_KEYS)
+    return rec if ours and rec["status"] == "measured" and not rec.get("stand_in") else None
 
 
 def _run(target: str, cfg: dict[str, Any], progress: bool, device: torch.device | None,

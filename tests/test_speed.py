@@ -211,3 +211,14 @@ def test_smollm2_config_snapshot_matches_the_real_model() -> None:
     fake = random_model(snap)
     assert [s.as_dict() for s in linear_shapes(fake)] == [s.as_dict() for s in linear_shapes(real)]
     assert sum(p.numel() for p in fake.parameters()) == sum(p.numel() for p in real.parameters())
+
+
+@pytest.mark.skipif(HAS_SPARSE_GPU, reason="this machine has a GPU: it would measure")
+def test_a_machine_without_gpu_keeps_a_measured_record(tmp_path: Path) -> None:
+    """`snakemake -R speed` on a CPU must not replace GPU figures by a plan."""
+    out = tmp_path / "opt-6.7b.json"
+    measured = {"schema": speed_run.SCHEMA, "target": "opt-6.7b", "status": "measured",
+                "gpu": {"gpu": "NVIDIA H200"}, "layers": [{"speedup": 0.2}]}
+    out.write_text(json.dumps(measured))
+    rec = speed_run.run_target("opt-6.7b", load_config(SMOKE), out, progress=False)
+    assert rec == measured and json.loads(out.read_text()) == measured
