@@ -60,10 +60,22 @@ def _stderr_title(row: dict[str, Any]) -> str:
     return "" if err is None else f"zero-shot average ± {100 * err:.1f} points (stderr)"
 
 
+def _best(scored: list[dict[str, Any]]) -> dict[str, Any]:
+    """Who leads a (model, pattern) on ppl, from the paired ranks only (never the raw minimum):
+    one method separated from the rest, several tied at 1=, or no ranks (no per-example records)."""
+    first = sorted((r for r in scored if r.get("rank_ppl") in ("1", "1=")), key=lambda r: r["method"])
+    if not first:
+        return {"kind": "unranked", "runs": []}
+    return {"kind": "best" if len(first) == 1 and first[0]["rank_ppl"] == "1" else "tied",
+            "runs": first}
+
+
 def landing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per model: dense reference, best method per pattern, and the methods x patterns matrix."""
+    """Per model (pretrained models first, models trained here last): dense reference, the
+    leader or the tie per pattern, and the methods x patterns matrix."""
     out = []
-    for model in sorted({r["model"] for r in rows}):
+    trained = {r["model"]: bool(r["trained_here"]) for r in rows}
+    for model in sorted(trained, key=lambda m: (trained[m], m)):
         mine = [r for r in rows if r["model"] == model]
         dense = next((r for r in mine if r["pattern_kind"] == "dense"), None)
         patterns = patterns_of(mine)
@@ -71,12 +83,15 @@ def landing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         by = {(r["method"], r["pattern"]): r for r in mine}
         best = []
         for p in patterns:
-            scored = [r for r in mine if r["pattern"] == p and r.get(PPL) is not None]
+            scored = [r for r in mine if r["pattern"] == p and r.get(PPL) is not None
+                      and r["pattern_kind"] != "dense"]
             if scored:
-                b = min(scored, key=lambda r: (r[PPL], r["method"]))
-                best.append({"pattern": p, "method": b["method"], "ppl": f"{b[PPL]:,.2f}",
-                             "delta": _pct(b.get(f"delta_{PPL}_pct")), "href": run_page(b),
-                             "bucket": loss_bucket(b.get(f"delta_{PPL}_pct"))})
+                lead = _best(scored)
+                best.append({"pattern": p, "kind": lead["kind"], "methods": [
+                    {"method": b["method"], "ppl": f"{b[PPL]:,.2f}", "href": run_page(b),
+                     "delta": _pct(b.get(f"delta_{PPL}_pct"))} for b in lead["runs"]],
+                    "bucket": loss_bucket(lead["runs"][0].get(f"delta_{PPL}_pct"))
+                    if lead["runs"] else ""})
         matrix = []
         for m in methods:
             cells = []

@@ -49,12 +49,14 @@ def test_build_site_content(results: Path, tmp_path: Path) -> None:
     html = index.read_text()
     assert 'href="static/style.css"' in html and "http://" not in html and "https://" not in html
     smol = _landing(html, "smollm2-135m")
-    # best per pattern: lowest perplexity, with the change against dense
-    assert re.search(r"unstructured-50</span> best: <a href=\"runs/smollm2-135m/wanda/unstructured-50.html\">wanda</a>\s+25.00 <small>\+25.0%</small>", smol)
+    # no per-example records, so no paired interval: no leader is named from raw perplexities
+    assert re.search(r"unstructured-50</span>\s+not ranked yet", smol) and "best:" not in smol
+    # pretrained models first, the models trained here after them
+    assert html.index('id="model-smollm2-135m"') < html.index('id="model-opt-tiny"')
     # the methods x patterns matrix, coloured by the loss against dense
     assert re.search(r'<td class="l2"><a href="runs/smollm2-135m/magnitude/unstructured-50.html"><span class="ppl">30.00</span>\s+<small>\+50.0%</small>', smol)
     assert '<td class="lna"><a href="runs/smollm2-135m/sparsegpt/2of4.html"><span class="ppl">–' in smol
-    assert "trained here" in _landing(html, "opt-tiny") and html.count("trained here") == 1
+    assert "trained here" in _landing(html, "opt-tiny") and html.count('class="tag trained"') == 1
     assert "dequantized from Q4_1" in html
     board = (out / "leaderboard.html").read_text()
     assert board.count('<tr data-model=') == 7
@@ -241,3 +243,18 @@ def test_paired_statistics_reach_the_table(tmp_path: Path) -> None:
     assert ">1=<" in board and "(at chance)" in board and ">flips<" in board and ">KL<" in board
     page = (out / "runs" / "m" / "wanda" / "2of4.html").read_text()
     assert "this subset resolves differences of about" in page and "15.0% of the" in page
+    landing = (out / "index.html").read_text()              # a tie is named as a tie, never "best"
+    assert re.search(r"2of4</span>\s+tied on ppl/wiki:\s+<a [^>]+>sparsegpt</a>.*<a [^>]+>wanda</a>",
+                     landing) and "best:" not in landing
+
+
+def test_landing_leader_comes_from_the_paired_ranks_only() -> None:
+    from bench.site_pages import _best
+
+    def row(method: str, rank: str | None, ppl: float) -> dict:
+        return {"method": method, "rank_ppl": rank, "ppl/wiki": ppl}
+
+    assert _best([row("a", "1", 30.0), row("b", "2", 29.0)])["kind"] == "best"   # never the raw min
+    assert [r["method"] for r in _best([row("b", "1=", 30.0), row("a", "1=", 31.0),
+                                        row("c", "3", 40.0)])["runs"]] == ["a", "b"]
+    assert _best([row("a", None, 30.0), row("b", None, 31.0)]) == {"kind": "unranked", "runs": []}
