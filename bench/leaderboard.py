@@ -253,13 +253,28 @@ def is_site(path: Path) -> bool:
                for p in Path(path).iterdir())
 
 
-def _write_tree(out_dir: Path, files: dict[str, str]) -> None:
-    """Write files (relative path -> text) plus site/static/ into the claimed folder `out_dir`."""
+def _write_tree(out_dir: Path, files: dict[str, str | bytes]) -> None:
+    """Write files (relative path -> text or bytes) plus site/static/ into the claimed folder."""
     shutil.copytree(SITE_DIR / "static", out_dir / "static")
     shutil.copyfile(plotly_js(), out_dir / "static" / "plotly.min.js")   # offline: no CDN
     for rel, text in sorted(files.items()):
         (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-        (out_dir / rel).write_text(text, encoding="utf-8")
+        if isinstance(text, bytes):
+            (out_dir / rel).write_bytes(text)
+        else:
+            (out_dir / rel).write_text(text, encoding="utf-8")
+
+
+def _examples_files(results_dir: Path, runs: list[dict[str, Any]]) -> dict[str, bytes]:
+    """Each run's per-example record, copied beside its page (linked from it)."""
+    out = {}
+    for run in runs:
+        if run.get("examples"):
+            rel = Path("runs") / run["model"]["key"] / run["method"]["name"] / run["examples"]
+            src = results_dir / rel
+            if src.is_file():
+                out[rel.as_posix()] = src.read_bytes()
+    return out
 
 
 def build_site(results_dir: Path, out_dir: Path) -> Path:
@@ -286,8 +301,9 @@ def _build(results_dir: Path, out_dir: Path, pd: Any) -> None:
     cols = [c.key for c in site_schema.columns(rows)]
     header = cols + [k for k in (list(rows[0]) if rows else []) if k not in cols]
     csv = pd.DataFrame(rows, columns=header or ["model", "method", "pattern"])
-    files = {
+    files: dict[str, str | bytes] = {
         **render_pages(runs, rows, speed, checks),
+        **_examples_files(Path(results_dir), runs),
         "runs.json": json.dumps(rows, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n",
         "runs.csv": csv.to_csv(index=False, lineterminator="\n"),
         **{f"speed/{t}.json": json.dumps(r, indent=1, sort_keys=True) + "\n" for t, r in speed.items()},

@@ -161,11 +161,21 @@ def run_context(run: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
              ("peak memory (RSS)", f"{cost['peak_rss_mb']:,.0f} MB"),
              ("params nonzero / total", f"{run['params']['nonzero']:,} / {run['params']['total']:,}")]
     facts += paired_facts(row)
-    return {"row": row, "facts": facts,
+    return {"row": row, "facts": facts, "reproduce": reproduce(run),
             "metrics": [(k, "–" if v is None else f"{v:.6g}") for k, v in metrics],
             "per_layer": [(k, f"{100 * v:.2f}%") for k, v in per_layer],
             "sections": sections, "raw": slug(row["pattern"]) + ".json",
             "depth": "../../../"}
+
+
+def reproduce(run: dict[str, Any]) -> dict[str, Any]:
+    """The commands that regenerate a grid run from a fresh clone, and what may stop them."""
+    target = f"results/runs/{run['model']['key']}/{run['method']['name']}/{run['pattern']['slug']}.json"
+    commit = run["code"].get("git_commit")
+    return {"commands": [f"git checkout {commit or '<unknown commit>'}", "make setup",
+                         f".venv/bin/snakemake --cores 2 --forcerun prune -- {target}"],
+            "dirty": bool(run["code"].get("git_dirty")), "commit": commit,
+            "examples": run.get("examples")}
 
 
 def paired_facts(row: dict[str, Any]) -> list[tuple[str, str]]:

@@ -61,6 +61,7 @@ def test_build_site_content(results: Path, tmp_path: Path) -> None:
     board = (out / "leaderboard.html").read_text()
     assert board.count('<tr data-model=') == 7
     run_page = (out / "runs/smollm2-135m/wanda/2of4.html").read_text()
+    assert "has no\n  per-example records" in run_page and "git checkout " in run_page
     assert 'href="../../../static/style.css"' in run_page and 'href="2of4.json"' in run_page
     assert json.loads((out / "runs/smollm2-135m/wanda/2of4.json").read_text())["method"]["name"] == "wanda"
     methods = (out / "methods.html").read_text()
@@ -227,6 +228,7 @@ def test_paired_statistics_reach_the_table(tmp_path: Path) -> None:
         run = example_run("m", method, pattern, float(np.exp(n.mean())))
         run["metrics"]["kl/wiki"] = float(kl.mean())
         run["metrics"]["zeroshot/arc_easy/acc"] = float(a["arc_easy"].mean())
+        run["examples"] = f"{pattern}.examples.json.gz"
         path = run_path(res, "m", method, pattern)
         write_run(path, run)
         rec = _record(method, pattern, n, kl, a)
@@ -243,6 +245,11 @@ def test_paired_statistics_reach_the_table(tmp_path: Path) -> None:
     assert ">1=<" in board and "(at chance)" in board and ">flips<" in board and ">KL<" in board
     page = (out / "runs" / "m" / "wanda" / "2of4.html").read_text()
     assert "this subset resolves differences of about" in page and "15.0% of the" in page
+    # the run page opens with the commands that regenerate it and links its per-example file
+    assert ".venv/bin/snakemake --cores 2 --forcerun prune -- results/runs/m/wanda/2of4.json" in page
+    assert '<a href="2of4.examples.json.gz">' in page
+    assert (out / "runs" / "m" / "wanda" / "2of4.examples.json.gz").read_bytes() == \
+        examples.path_for(run_path(res, "m", "wanda", "2of4")).read_bytes()
     landing = (out / "index.html").read_text()              # a tie is named as a tie, never "best"
     assert re.search(r"2of4</span>\s+tied on ppl/wiki:\s+<a [^>]+>sparsegpt</a>.*<a [^>]+>wanda</a>",
                      landing) and "best:" not in landing
@@ -258,3 +265,16 @@ def test_landing_leader_comes_from_the_paired_ranks_only() -> None:
     assert [r["method"] for r in _best([row("b", "1=", 30.0), row("a", "1=", 31.0),
                                         row("c", "3", 40.0)])["runs"]] == ["a", "b"]
     assert _best([row("a", None, 30.0), row("b", None, 31.0)]) == {"kind": "unranked", "runs": []}
+
+
+def test_reproduce_commands_and_the_dirty_warning(results: Path, tmp_path: Path) -> None:
+    from bench.site_pages import reproduce
+
+    run = example_run("m", "wanda", "2of4", 30.0)
+    run["code"] = {"git_commit": "a" * 40, "git_dirty": True}
+    rep = reproduce(run)
+    assert rep["commands"][0] == "git checkout " + "a" * 40 and rep["dirty"]
+    write_run(run_path(results, "m", "wanda", "2of4"), run)
+    build_site(results, tmp_path / "site")
+    page = (tmp_path / "site" / "runs" / "m" / "wanda" / "2of4.html").read_text()
+    assert '<p class="warn"><strong>Warning:</strong> this run came from uncommitted' in page
