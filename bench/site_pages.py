@@ -129,9 +129,10 @@ def table(rows: list[dict[str, Any]], cols: list[Column]) -> dict[str, Any]:
     body = []
     for r in rows:
         body.append({"href": run_page(r), "cells": [cell(c, r) for c in cols],
-                     "filters": {"model": r["model"], "arch": r["arch"],
-                                 "kind": r["pattern_kind"], "method": r["method"]}})
-    filters = {k: sorted({b["filters"][k] for b in body}) for k in ("model", "arch", "kind", "method")}
+                     "filters": {"model": r["model"], "arch": r["arch"], "kind": r["pattern_kind"],
+                                 "pattern": r["pattern"], "method": r["method"]}})
+    filters = {k: sorted({b["filters"][k] for b in body}, key=_natural)
+               for k in ("model", "arch", "kind", "pattern", "method")}
     return {"columns": cols, "rows": body, "filters": filters}
 
 

@@ -125,6 +125,16 @@ def test_a_filter_hides_rows(site: Path, tab: Page) -> None:
     assert page.locator("#shown").inner_text() == f"{visible.count()} of {total} runs"
 
 
+def test_pattern_filter_and_search(site: Path, tab: Page) -> None:
+    page = tab.open(site / "leaderboard.html")
+    visible = page.locator("#runs tbody tr:not([hidden])")
+    page.select_option("select[data-filter=pattern]", "2of4")
+    assert set(visible.evaluate_all("els => els.map(e => e.dataset.pattern)")) == {"2of4"}
+    page.fill("#search", "wanda opt")
+    rows = visible.evaluate_all("els => els.map(e => [e.dataset.method, e.dataset.model])")
+    assert rows and all(m == "wanda" and "opt" in model for m, model in rows)
+
+
 def test_every_plot_renders(site: Path, tab: Page) -> None:
     page = tab.open(site / "plots.html")
     plots = page.locator("div.plot")

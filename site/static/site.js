@@ -35,9 +35,14 @@
     form.querySelectorAll("select[data-filter]").forEach(function (s) {
       if (s.value) active[s.getAttribute("data-filter")] = s.value;
     });
+    var search = form.querySelector("#search");
+    var words = search ? search.value.toLowerCase().split(/\s+/).filter(Boolean) : [];
     var shown = 0, total = table.tBodies[0].rows.length;
     Array.prototype.forEach.call(table.tBodies[0].rows, function (r) {
-      var ok = Object.keys(active).every(function (k) { return r.getAttribute("data-" + k) === active[k]; });
+      var text = ["model", "method", "pattern", "arch"].map(function (k) {
+        return r.getAttribute("data-" + k) || ""; }).join(" ").toLowerCase();
+      var ok = Object.keys(active).every(function (k) { return r.getAttribute("data-" + k) === active[k]; })
+        && words.every(function (w) { return text.indexOf(w) >= 0; });
       r.hidden = !ok;
       if (ok) shown += 1;
     });
@@ -53,6 +58,7 @@
   var form = document.getElementById("filters"), runs = document.getElementById("runs");
   if (form && runs) {
     form.addEventListener("change", function () { applyFilters(form, runs); });
+    form.addEventListener("input", function () { applyFilters(form, runs); });
     form.addEventListener("submit", function (e) { e.preventDefault(); });
   }
 
