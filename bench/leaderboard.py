@@ -183,8 +183,17 @@ def _speed_text(row: dict[str, Any]) -> tuple[str | None, str]:
                      f"{row['speedup_decode_max']:.2f}x decode over {row['speedup_rounds']} rounds")
         return f"{row['speedup_prefill']:.2f}x / {row['speedup_decode']:.2f}x", note
     if row["speed_status"] == "no GPU":
-        return "no GPU", row["speed_reason"] or ""
-    return None, ""
+        return "no GPU", (f"{row['speed_reason'] or ''}; on a GPU machine, "
+                          f"`snakemake -R speed` measures it (docs/protocol.md)")
+    kind = row["pattern_kind"]
+    if kind == "dense":
+        return "reference", "the dense model is what every speedup is measured against"
+    if kind == "unstructured":
+        return "no kernel", ("unstructured sparsity: no sparse kernel is timed (none in PyTorch "
+                             "runs faster than the dense GEMM at these sparsities)")
+    if kind == "nm":
+        return "no kernel", "sparse tensor cores run 2:4 only; other N:M patterns have no kernel"
+    return "not measured", "this run's record holds no latency comparison"
 
 
 def _env() -> Any:

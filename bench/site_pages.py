@@ -103,9 +103,11 @@ def landing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 d_acc = _acc_delta(r, dense)
                 cells.append({
                     "ppl": "–" if r.get(PPL) is None else f"{r[PPL]:,.2f}",
+                    "ppl_title": "" if r.get(PPL) is not None else f"{PPL} not recorded for this run",
                     "delta": _pct(r.get(f"delta_{PPL}_pct")),
                     "acc": "–" if r.get(ACC) is None else f"{100 * r[ACC]:.1f}",
-                    "acc_title": _stderr_title(r),
+                    "acc_title": _stderr_title(r) if r.get(ACC) is not None
+                    else "zero-shot not measured for this run",
                     "acc_delta": "" if d_acc is None else f"{d_acc:+.1f}",
                     "bucket": loss_bucket(r.get(f"delta_{PPL}_pct")), "href": run_page(r)})
             matrix.append({"method": m, "cells": cells})

@@ -86,6 +86,15 @@ def _params(n: float) -> str:
     return f"{n:.0f}"
 
 
+# why a cell shows "–" (its tooltip; the page's legend says the same in words)
+MISSING = {"rank": "not ranked: the run has no per-example records, or fewer than two methods "
+                   "at this model and pattern have them",
+           "acc": "{name}: not measured for this run (no zero-shot record, or the task is not in "
+                  "its protocol)",
+           "default": "{name}: not recorded for this run (made before the metric existed, or "
+                      "not defined for its pattern)"}
+
+
 def cell(col: Column, row: dict[str, Any]) -> dict[str, Any]:
     """{"text": shown, "sort": sortable value ("" for text), "title": tooltip, "href": link}."""
     value = row.get(col.key)
@@ -94,7 +103,8 @@ def cell(col: Column, row: dict[str, Any]) -> dict[str, Any]:
         return {"text": text, "sort": row.get("speedup_prefill") or "",
                 "title": row.get("speedup_note") or "", "href": row.get("speed_file")}
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return {"text": "–", "sort": "", "title": "", "href": None}
+        return {"text": "–", "sort": "", "title": MISSING.get(col.fmt, MISSING["default"])
+                .format(name=col.name), "href": None}
     title = ""
     if col.fmt == "text":
         text = str(value)

@@ -55,7 +55,7 @@ def test_build_site_content(results: Path, tmp_path: Path) -> None:
     assert html.index('id="model-smollm2-135m"') < html.index('id="model-opt-tiny"')
     # the methods x patterns matrix, coloured by the loss against dense
     assert re.search(r'<td class="l2"><a href="runs/smollm2-135m/magnitude/unstructured-50.html"><span class="ppl">30.00</span>\s+<small>\+50.0%</small>', smol)
-    assert '<td class="lna"><a href="runs/smollm2-135m/sparsegpt/2of4.html"><span class="ppl">–' in smol
+    assert '<td class="lna"><a href="runs/smollm2-135m/sparsegpt/2of4.html"><span class="ppl" title="ppl/wiki not recorded for this run">–' in smol
     assert "trained here" in _landing(html, "opt-tiny") and html.count('class="tag trained"') == 1
     assert "dequantized from Q4_1" in html
     board = (out / "leaderboard.html").read_text()
@@ -278,3 +278,11 @@ def test_reproduce_commands_and_the_dirty_warning(results: Path, tmp_path: Path)
     build_site(results, tmp_path / "site")
     page = (tmp_path / "site" / "runs" / "m" / "wanda" / "2of4.html").read_text()
     assert '<p class="warn"><strong>Warning:</strong> this run came from uncommitted' in page
+
+
+def test_every_dash_explains_itself(results: Path, tmp_path: Path) -> None:
+    build_site(results, tmp_path / "site")
+    board = (tmp_path / "site" / "leaderboard.html").read_text()
+    dashes = re.findall(r"<td[^>]*>–</td>", board)
+    assert dashes and all(re.search(r'title="[^"]{10,}"', d) for d in dashes)
+    assert ">no kernel</td>" in board and ">reference</td>" in board and 'id="legend"' in board
