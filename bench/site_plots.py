@@ -2,7 +2,7 @@
 speed records only.
 
 Owns four figures: perplexity vs achieved sparsity per method (one panel per model, log scale),
-zero-shot accuracy vs measured speedup with each model's Pareto front, structured vs
+zero-shot accuracy (95 % bars, chance drawn) vs measured speedup, structured vs
 unstructured perplexity at equal parameter count, and 2:4 layer speedup vs token count per
 backend. Each is returned as a JSON string (sorted keys, so the same results give the same
 bytes) that site/static/site.js hands to the plotly.js written into the build. A figure with
@@ -89,15 +89,9 @@ def _color(i: int) -> str:
     return palette[i % len(palette)]
 
 
-def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Points no other point beats on both axes (higher x and higher y), by increasing x."""
-    front = [p for p in points
-             if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points)]
-    return sorted(set(front))
-
-
 def accuracy_vs_speedup(rows: list[dict[str, Any]]) -> str:
-    """Zero-shot average accuracy vs measured prefill speedup (dense at 1x), Pareto front."""
+    """Zero-shot average accuracy (95 % bars from its stderr) vs measured prefill speedup (dense
+    at 1x), with the chance level drawn; no front is drawn through points the bars do not separate."""
     key = "zeroshot/average/acc"
     timed = [r for r in rows if r.get(key) is not None
              and (r.get("speedup_prefill") is not None or r["pattern_kind"] == "dense")]
@@ -105,22 +99,24 @@ def accuracy_vs_speedup(rows: list[dict[str, Any]]) -> str:
     if not models:
         return _empty("Accuracy vs speedup", "no run has both zero-shot accuracy and a measured "
                       "speedup yet (2:4 kernels: no GPU)")
-    fig = _panels(models, "Zero-shot accuracy vs measured prefill speedup (Pareto front dashed)")
+    fig = _panels(models, "Zero-shot accuracy (95 % bars) vs measured prefill speedup; "
+                          "dotted: chance")
     for col, model in enumerate(models, start=1):
         mine = [r for r in timed if r["model"] == model]
         xy = [(1.0 if r["pattern_kind"] == "dense" else r["speedup_prefill"], r[key]) for r in mine]
         fig.add_trace(go.Scatter(
             x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers", showlegend=False,
             text=[f"{r['method']} {r['pattern']}" for r in mine],
+            error_y={"type": "data", "visible": True,
+                     "array": [1.96 * (r.get(key + "_stderr") or 0.0) for r in mine]},
             marker={"size": 9, "color": [_color(hash_free(r["method"])) for r in mine],
                     "symbol": [SYMBOL.get(r["pattern_kind"], "star") for r in mine]},
             hovertemplate="%{text}<br>speedup %{x:.2f}x<br>acc %{y:.3f}<extra></extra>"),
             row=1, col=col)
-        front = pareto(xy)
-        fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front],
-                                 mode="lines", line={"dash": "dash", "color": "#444"},
-                                 name="Pareto front", showlegend=col == 1, hoverinfo="skip"),
-                      row=1, col=col)
+        chance = next((r["zeroshot_chance"] for r in mine if r.get("zeroshot_chance") is not None),
+                      None)
+        if chance is not None:
+            fig.add_hline(y=chance, line={"dash": "dot", "color": "#888"}, row=1, col=col)
         fig.update_xaxes(title_text="prefill speedup (x)", row=1, col=col)
     fig.update_yaxes(title_text="zero-shot accuracy", row=1, col=1)
     return _spec(fig)

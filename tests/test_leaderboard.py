@@ -286,3 +286,17 @@ def test_every_dash_explains_itself(results: Path, tmp_path: Path) -> None:
     dashes = re.findall(r"<td[^>]*>–</td>", board)
     assert dashes and all(re.search(r'title="[^"]{10,}"', d) for d in dashes)
     assert ">no kernel</td>" in board and ">reference</td>" in board and 'id="legend"' in board
+
+
+def test_accuracy_plot_draws_chance_and_intervals_not_a_front() -> None:
+    from bench.site_plots import accuracy_vs_speedup
+
+    base = {"model": "m", "method": "x", "pattern": "p", "zeroshot/average/acc": 0.40,
+            "zeroshot/average/acc_stderr": 0.01, "zeroshot_chance": 0.35}
+    rows = [{**base, "method": "dense", "pattern_kind": "dense", "speedup_prefill": None},
+            {**base, "pattern_kind": "structured", "speedup_prefill": 1.3,
+             "zeroshot/average/acc": 0.38}]
+    spec = json.loads(accuracy_vs_speedup(rows))
+    [points] = spec["data"]
+    assert points["error_y"]["array"] == pytest.approx([0.0196, 0.0196])
+    assert [s["y0"] for s in spec["layout"]["shapes"]] == [0.35] and "Pareto" not in json.dumps(spec)
