@@ -109,6 +109,7 @@ def landing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "acc_title": _stderr_title(r) if r.get(ACC) is not None
                     else "zero-shot not measured for this run",
                     "acc_delta": "" if d_acc is None else f"{d_acc:+.1f}",
+                    "at_chance": bool(r.get("zeroshot_at_chance")),
                     "bucket": loss_bucket(r.get(f"delta_{PPL}_pct")), "href": run_page(r)})
             matrix.append({"method": m, "cells": cells})
         first = mine[0]

@@ -121,7 +121,8 @@ def cell(col: Column, row: dict[str, Any]) -> dict[str, Any]:
                       f"{100 * row['zeroshot_vs_dense_hi']:+.1f} (paired 95%); chance "
                       f"{100 * row['zeroshot_chance']:.1f}")
         if row.get("zeroshot_at_chance") and col.key == "zeroshot/average/acc":
-            text += " (at chance)"
+            return {"text": text + " (at chance)", "sort": value, "title": title,
+                    "href": None, "cls": "at-chance"}
     elif col.fmt == "rank":
         return {"text": str(value), "sort": row.get(col.key + "_sort") or "", "title":
                 "paired bootstrap, 2,000 resamples", "href": None}

@@ -243,6 +243,7 @@ def test_paired_statistics_reach_the_table(tmp_path: Path) -> None:
     assert rows["dense"]["kl/wiki"] == 0.0
     board = (out / "leaderboard.html").read_text()
     assert ">1=<" in board and "(at chance)" in board and ">flips<" in board and ">KL<" in board
+    assert re.search(r'<td class="num at-chance"[^>]*>\s*23.0 \(at chance\)</td>', board)   # greyed
     page = (out / "runs" / "m" / "wanda" / "2of4.html").read_text()
     assert "this subset resolves differences of about" in page and "15.0% of the" in page
     # the run page opens with the commands that regenerate it and links its per-example file
