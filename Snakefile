@@ -26,7 +26,8 @@ sys.path.insert(0, workflow.basedir)
 from bench.config import load_config, plan, seed_runs, with_seed  # noqa: E402
 from bench.speed_run import targets as speed_targets  # noqa: E402
 from bench.workflow import (  # noqa: E402
-    job_resources, job_threads, prepare_inputs, prune_inputs, train_recipe, write_effective_config)
+    job_resources, job_threads, method_source, prepare_inputs, prune_inputs, train_recipe,
+    write_effective_config)
 
 if not config:
     configfile: "config/config.yaml"
@@ -62,6 +63,7 @@ RUN_FILES = [f"{RESULTS}/runs/{r.model}/{r.method}/{r.pattern}{ext}" for r in RU
              for ext in (".json", ".examples.json.gz")]
 SPEED_FILES = [f"{RESULTS}/speed/{t}.json" for t in speed_targets(CFG)]
 SEED_FILES = [f"{RESULTS}/{r.stem}{ext}" for r in SEED_RUNS for ext in (".json", ".examples.json.gz")]
+CARD_FILES = [f"{RESULTS}/methods/{m}.json" for m in sorted({r.method for r in RUNS})]
 
 wildcard_constraints:
     seed=r"\d+",

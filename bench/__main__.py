@@ -1,5 +1,5 @@
 """Command line: list | plan | prepare | calib | level-db | prune | zeroshot | evaluate | compare |
-speed | leaderboard | new-method | train.
+speed | method-card | leaderboard | new-method | train.
 
 Owns argument parsing and turning errors into one clear line: a user's error (bad input, a
 disk full or read-only, a foreign or corrupt file) exits with 2, a bug with 1; `--debug`
@@ -155,6 +155,13 @@ def _cmd_compare(args: argparse.Namespace) -> None:
         sys.stdout.write(table(compare(Path(args.results), args.model, args.pattern, metric)) + "\n\n")
 
 
+def _cmd_method_card(args: argparse.Namespace) -> None:
+    from bench.method_cards import card_path, write_card
+
+    for name in args.method:
+        sys.stdout.write(f"{write_card(name, Path(args.out) if args.out else card_path(Path(args.results), name))}\n")
+
+
 def _cmd_leaderboard(args: argparse.Namespace) -> None:
     from bench.leaderboard import build_site
 
@@ -235,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="repeat for several (default: ppl, kl, zeroshot, flips)")
     s.add_argument("--results", default="results")
     s.set_defaults(fn=_cmd_compare)
+    s = sub.add_parser("method-card", help="snapshot a method's description, defaults and "
+                                           "training tag into results/methods/ (read by the site)")
+    s.add_argument("method", nargs="+")
+    s.add_argument("--results", default="results")
+    s.add_argument("--out", default=None, help="one method only: write its card here")
+    s.set_defaults(fn=_cmd_method_card)
     s = sub.add_parser("leaderboard", help="build the static site from results/")
     s.add_argument("--results", default="results")
     s.add_argument("--out", default="site/_build")

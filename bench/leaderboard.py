@@ -23,6 +23,7 @@ from bench.packages import REPO_ROOT
 from bench.results import SCHEMA_VERSION, load_all
 from bench.compare import run_stats
 from bench.cuda_table import check_sections, load_checks
+from bench.method_cards import load_cards
 from bench.speed_table import load_speed, run_speed, speed_sections
 from bench.zeroshot import average_metrics, tasks_in
 
@@ -79,8 +80,10 @@ def _zeroshot_average(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def flat_rows(runs: list[dict[str, Any]],
               speed: dict[str, dict[str, Any]] | None = None,
-              stats: dict[tuple[str, str, str], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+              stats: dict[tuple[str, str, str], dict[str, Any]] | None = None,
+              cards: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One flat dict per run (sorted by model, method, pattern): the downloadable table.
+    `cards` (results/methods) supply each method's training tag ("unknown" without a card).
 
     `speed` (results/speed records by target) supplies 2:4 runs' kernel speedup or "no GPU";
     `stats` (bench.compare.run_stats) the paired intervals, ranks, flips and chance levels."""
@@ -94,6 +97,7 @@ def flat_rows(runs: list[dict[str, Any]],
             "model": model["key"], "arch": model["arch"], "trained_here": model["trained_here"],
             "model_source": model["source"]["kind"], "baseline_note": baseline_note(model["source"]),
             "method": method["name"], "method_kind": method["kind"],
+            "training": (cards or {}).get(method["name"], {}).get("training", "unknown"),
             "method_origin": method.get("origin"),
             "method_params": json.dumps(method["params"], sort_keys=True),
             "pattern": pattern["slug"], "pattern_kind": pattern["kind"],
@@ -206,7 +210,8 @@ def _env() -> Any:
 
 def render_pages(runs: list[dict[str, Any]], rows: list[dict[str, Any]],
                  speed: dict[str, dict[str, Any]],
-                 checks: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
+                 checks: dict[str, dict[str, Any]] | None = None,
+                 cards: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
     """Every page of the site (relative path -> text) from the runs, their rows, the speed
     records and the CUDA check records."""
     env = _env()
@@ -226,7 +231,7 @@ def render_pages(runs: list[dict[str, Any]], rows: list[dict[str, Any]],
         "plots.html": page("plots.html.j2", "plots.html",
                            plots=[{**p, "spec": _script_json(p["spec"])}
                                   for p in site_plots.all_plots(rows, speed)]),
-        "methods.html": page("methods.html.j2", "methods.html", **site_pages.methods_context(rows)),
+        "methods.html": page("methods.html.j2", "methods.html", **site_pages.methods_context(rows, cards or {})),
     }
     by_key = {_key(r): r for r in runs}
     for row in rows:
@@ -306,12 +311,13 @@ def _build(results_dir: Path, out_dir: Path, pd: Any) -> None:
         log.warning("no runs under %s/runs: the leaderboard will be empty", results_dir)
     speed = load_speed(Path(results_dir))
     checks = load_checks(Path(results_dir))
-    rows = flat_rows(runs, speed, run_stats(Path(results_dir)))
+    cards = load_cards(Path(results_dir))
+    rows = flat_rows(runs, speed, run_stats(Path(results_dir)), cards)
     cols = [c.key for c in site_schema.columns(rows)]
     header = cols + [k for k in (list(rows[0]) if rows else []) if k not in cols]
     csv = pd.DataFrame(rows, columns=header or ["model", "method", "pattern"])
     files: dict[str, str | bytes] = {
-        **render_pages(runs, rows, speed, checks),
+        **render_pages(runs, rows, speed, checks, cards),
         **_examples_files(Path(results_dir), runs),
         "runs.json": json.dumps(rows, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n",
         "runs.csv": csv.to_csv(index=False, lineterminator="\n"),

