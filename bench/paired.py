@@ -114,9 +114,12 @@ def rank(values: dict[str, Values], lower_is_better: bool, floor: float = 0.0
     out: dict[str, dict[str, object]] = {}
     for k in names:
         vs = interval(values[k], values[best])
-        tied = k == best or not separated(vs, floor, scale)
-        out[k] = {"rank": 1 if tied else 1 + better[k], "best": best, "vs_best": vs,
-                  "tied_with_best": tied}
+        top = k == best or not separated(vs, floor, scale)
+        out[k] = {"rank": 1 if top else 1 + better[k], "best": best, "vs_best": vs,
+                  "tied_with_best": top}
+    shared = sum(o["rank"] == 1 for o in out.values()) > 1
+    for o in out.values():                  # a best that no other method ties is "1", not "1="
+        o["tied_with_best"] = bool(o["tied_with_best"]) and shared
     return out
 
 

@@ -73,6 +73,7 @@ def test_rank_higher_is_better() -> None:
     lo = paired.Values((np.zeros(100),))
     r = paired.rank({"hi": hi, "lo": lo}, lower_is_better=False)
     assert r["hi"]["rank"] == 1 and r["lo"]["rank"] == 2 and r["lo"]["best"] == "hi"
+    assert not r["hi"]["tied_with_best"]           # a leader no one ties is "1", not "1="
 
 
 def test_chance_level_and_power_prediction() -> None:
