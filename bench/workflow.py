@@ -49,7 +49,8 @@ def method_source(method: str) -> list[str]:
     """The method's source file when it is one of ours (methods/x.py), else nothing: a method
     card is rebuilt when that file changes, and a plugin's only when the card is missing."""
     origin = registry.origin(method)
-    return [origin] if origin.startswith("methods/") and (REPO_ROOT / origin).is_file() else []
+    path = REPO_ROOT / origin                      # absolute: jobs may run in another directory
+    return [str(path)] if origin.startswith("methods/") and path.is_file() else []
 
 
 def job_threads(method: str, pattern: str, default: int, cores: int) -> int:
