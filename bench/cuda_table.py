@@ -9,23 +9,18 @@ the site.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from bench.results import schema_records
 
 SCHEMA = "prunebench.cuda-check/1"     # bench/gpu_check.py writes it; no import of the GPU code
 
 
 def load_checks(results_dir: Path) -> dict[str, dict[str, Any]]:
     """Every results_dir/cuda/check-*.json by file name (sorted); other schemas refused."""
-    out: dict[str, dict[str, Any]] = {}
-    folder = Path(results_dir) / "cuda"
-    for path in sorted(folder.glob("check-*.json")) if folder.is_dir() else []:
-        rec = json.loads(path.read_text())
-        if rec.get("schema") != SCHEMA:
-            raise ValueError(f"{path}: not a {SCHEMA} record (schema {rec.get('schema')!r})")
-        out[path.name] = rec
-    return out
+    return {path.name: rec
+            for path, rec in schema_records(Path(results_dir) / "cuda", "check-*.json", SCHEMA)}
 
 
 def _smoke(part: dict[str, Any]) -> dict[str, Any]:

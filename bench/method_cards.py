@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import outputs
+from bench.results import schema_records
 from methods import registry
 from methods.base import TRAINING, PruneBenchError
 
@@ -59,11 +60,5 @@ def write_card(name: str, out: Path) -> Path:
 
 def load_cards(results_dir: Path) -> dict[str, dict[str, Any]]:
     """Every card under results_dir/methods by method name; other files refused."""
-    out: dict[str, dict[str, Any]] = {}
-    folder = Path(results_dir) / "methods"
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        rec = json.loads(path.read_text())
-        if rec.get("schema") != SCHEMA:
-            raise ValueError(f"{path}: not a {SCHEMA} record (schema {rec.get('schema')!r})")
-        out[rec["name"]] = rec
-    return out
+    return {rec["name"]: rec
+            for _, rec in schema_records(Path(results_dir) / "methods", "*.json", SCHEMA)}

@@ -254,6 +254,19 @@ def environment_info(device: str | None = None) -> dict[str, Any]:
             "device": device, "platform": platform.platform(), "cpu_count": os.cpu_count()}
 
 
+def schema_records(folder: Path, glob: str, schema: str) -> list[tuple[Path, dict[str, Any]]]:
+    """(path, record) of every file of `folder` matching `glob`, sorted; each must carry
+    `"schema": schema` (anything else there is a ValueError naming the file). [] without folder."""
+    out = []
+    for path in sorted(Path(folder).glob(glob)) if Path(folder).is_dir() else []:
+        rec = json.loads(path.read_text())
+        if not isinstance(rec, dict) or rec.get("schema") != schema:
+            got = rec.get("schema") if isinstance(rec, dict) else None
+            raise ValueError(f"{path}: not a {schema} record (schema {got!r})")
+        out.append((path, rec))
+    return out
+
+
 def git_info(repo: Path) -> dict[str, Any]:
     """The `code` section: HEAD commit (None outside git or before the first commit) and
     whether tracked files differ from it (results/ and untracked files are ignored).

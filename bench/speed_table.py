@@ -7,10 +7,10 @@ runs take the end-to-end speedup of the first configured dtype, backend and batc
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from bench.results import schema_records
 from bench.speed_run import SCHEMA
 
 KERNEL_PATTERNS = ("2of4",)   # the only pattern sparse tensor cores run
@@ -19,11 +19,7 @@ KERNEL_PATTERNS = ("2of4",)   # the only pattern sparse tensor cores run
 def load_speed(results_dir: Path) -> dict[str, dict[str, Any]]:
     """Every speed record under results_dir/speed by target; stand-in (test) records refused."""
     out: dict[str, dict[str, Any]] = {}
-    folder = Path(results_dir) / "speed"
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        rec = json.loads(path.read_text())
-        if rec.get("schema") != SCHEMA:
-            raise ValueError(f"{path}: not a {SCHEMA} record (schema {rec.get('schema')!r})")
+    for path, rec in schema_records(Path(results_dir) / "speed", "*.json", SCHEMA):
         if rec.get("stand_in"):
             raise ValueError(f"{path}: a CPU stand-in record (a test artefact), not a measurement")
         out[rec["target"]] = rec

@@ -202,7 +202,7 @@ def test_every_shell_argument_of_the_rules_is_quoted() -> None:
             fields = re.findall(r"(?<!\{)\{([^{}]+)\}(?!\})", shell)
             assert fields and all(f.endswith(":q") for f in fields), (path.name, fields)
             n += 1
-    assert n == 12                    # every rule with a shell command
+    assert n == 13                    # every rule with a shell command
 
 
 def test_the_local_profile_reruns_incomplete_jobs_and_the_readme_says_how_to_go_on() -> None:
