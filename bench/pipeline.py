@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import resource
 import time
 from datetime import datetime, timezone
@@ -178,6 +179,9 @@ def evaluate(checkpoint: Path, out: Path | None = None, config: str | Path | dic
     Before any model is loaded: the checkpoint against its seal and file hashes, its config
     against prune.json and the zoo model it names, the `--zeroshot` file against the checkpoint,
     and `out` (claimed: refused when it is not a run file this tool wrote)."""
+    if out is not None and not re.match(results.EXAMPLES_NAME, examples.path_for(Path(out)).name):
+        raise PruneBenchError(f"--out {out}: a run file's name may hold only letters, digits, "
+                              f"'_', '.' and '-' (its per-example file is named after it)")
     cfg = load_config(config)
     _setup(cfg, progress)
     checkpoint = Path(checkpoint)

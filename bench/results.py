@@ -25,6 +25,8 @@ from bench import outputs
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+# a per-example file's name beside its run file (no folder): what `evaluate --out` names may use
+EXAMPLES_NAME = "^[A-Za-z0-9][A-Za-z0-9_.-]*\\.examples\\.json\\.gz$"
 
 _STR: dict[str, Any] = {"type": "string", "minLength": 1}
 _INT0: dict[str, Any] = {"type": "integer", "minimum": 0}
@@ -94,7 +96,7 @@ RUN_SCHEMA: dict[str, Any] = {
         # model-level methods: what the method reports (removed units, the searched layout)
         "method_report": {"type": "object"},
         # the per-example file beside the run JSON (bench/examples.py): its file name
-        "examples": {"type": "string", "pattern": "^[a-z0-9][a-z0-9.-]*\\.examples\\.json\\.gz$"},
+        "examples": {"type": "string", "pattern": EXAMPLES_NAME},
     }, optional=("structure", "speed", "method_report", "examples")),
 }
 

@@ -87,3 +87,23 @@ def test_chance_of_a_task() -> None:
     rec = record()["zeroshot"]["tasks"]["arc_easy"]
     rec["loglik"] = [[0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
     assert examples.chance(rec) == pytest.approx((0.5 + 0.25 + 0.25) / 3)
+
+
+def test_an_evaluate_out_name_is_checked_before_any_work(tmp_path) -> None:
+    """`--out wanda_seq-2of4.json` is fine; a name its per-example file cannot carry is refused
+    in one line before the checkpoint is even read (it once failed after the whole evaluation)."""
+    import jsonschema
+    import pytest
+
+    from bench import results
+    from bench.pipeline import evaluate
+    from methods.base import PruneBenchError
+
+    run = results.example_run("m", "wanda_seq", "2of4", 30.0)
+    run["examples"] = "wanda_seq-2of4.examples.json.gz"
+    results.validate_run(run)
+    run["examples"] = "../x.examples.json.gz"
+    with pytest.raises((jsonschema.ValidationError, ValueError)):
+        results.validate_run(run)
+    with pytest.raises(PruneBenchError, match="a run file's name may hold only"):
+        evaluate(tmp_path / "no-checkpoint", tmp_path / "bad name.json")
