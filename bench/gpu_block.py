@@ -117,7 +117,7 @@ def run_all(out: Path, device: str, budget_s: float, scale: str,
             row["error"] = f"did not finish in the {left:.0f} s left of the part's budget"
         log.warning("block %s %s: %s", method, slug, row["error"])
         rows.append(row)
-    (out / "part-block.json").write_text(json.dumps({"cases": rows}, indent=1) + "\n")
+    results.write_bench_json({"cases": rows}, out / "part-block.json", keys=("cases",))
     return rows
 
 
@@ -132,10 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     rec = measure(args.method, args.pattern, args.scale, torch.device(args.device))
     rec["environment"] = results.environment_info()
-    dest = Path(args.out)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    tmp.write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
-    tmp.replace(dest)
+    results.write_bench_json(rec, Path(args.out), keys=("method", "pattern", "scale"))
     log.info("%s %s: %.1f s", args.method, args.pattern, rec["seconds"])
 
 

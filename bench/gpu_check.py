@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from bench import gpu_block, gpu_speed, results, speed
+from bench import gpu_block, gpu_speed, outputs, results, speed
 from bench.calibration import load_calibration_for
 from bench.config import load_config, plan, read_yaml
 from bench.models import get_spec, load_zoo, prepare
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 SCHEMA = "prunebench.cuda-check/1"
 PARTS = ("tests", "smoke", "block", "speed")
 NOT_RUN = "not run: the part's time budget was spent"
+SMOKE_KEYS = ("device", "dtype", "runs")
 REFERENCE = Path("results") / "cuda" / "smoke-cpu-float32.json"
 FLOAT32_TOL = 0.01            # the issue's bar: CUDA float32 ppl within 1 % of the CPU's
 # the smoke grid's random models predict near-uniformly (ppl ~ 8000, every method within 1 %):
@@ -56,10 +57,9 @@ TRAINED_TINY = ("opt-tiny", "mamba-tiny")
 GPU_TESTS = ["tests/test_cuda.py", "tests/test_speed.py::test_real_kernels_equal_dense_on_gpu"]
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+def _write_json(path: Path, obj: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """Atomically, replacing only a JSON object with `keys` (a file of this tool)."""
+    results.write_bench_json(obj, path, keys=keys)
 
 
 def run_tests(device: str, timeout_s: float, workdir: Path) -> dict[str, Any]:
@@ -136,8 +136,8 @@ def run_smoke(device: str, dtype: str, budget_s: float, workdir: Path, dest: Pat
             log.warning("%s on %s %s failed: %s", run.id, device, dtype, row["error"])
         rows[i] = row
         part["seconds"] = time.perf_counter() - t_start
-        _write_json(dest, part)
-    _write_json(dest, part)
+        _write_json(dest, part, SMOKE_KEYS)
+    _write_json(dest, part, SMOKE_KEYS)
     return part
 
 
@@ -192,16 +192,15 @@ def assemble(work: Path, out: Path, device: str, started: float) -> dict[str, An
              "gpu": speed.gpu_environment(), "code": results.git_info(REPO_ROOT),
              "seconds": time.monotonic() - started,
              "reference": str(REFERENCE) if reference else None, "parts": parts}
-    _write_json(out / "check.json", check)
+    _write_json(out / "check.json", check, ("schema", "parts"))
     name = "check.json" if device != "cpu" else "check-cpu-rehearsal.json"
-    tmp = out / f".records.{os.getpid()}.tmp"
-    with tarfile.open(tmp, "w:gz") as tar:
+    with outputs.claim(out / "records.tar.gz", "--out", "file", tarfile.is_tarfile) as claim, \
+            tarfile.open(claim.tmp, "w:gz") as tar:
         tar.add(out / "check.json", arcname=f"results/cuda/{name}")
         for f in sorted((work / "speed").glob("*.json")) if (work / "speed").is_dir() else []:
             tar.add(f, arcname=f"results/speed/{f.name}")
         for f in sorted(work.glob("*.json")) + sorted(work.glob("*.log")):
             tar.add(f, arcname=f"raw/{f.name}")
-    tmp.replace(out / "records.tar.gz")
     return check
 
 
@@ -262,13 +261,21 @@ def main(argv: list[str] | None = None) -> None:
     args.work = args.work or tempfile.mkdtemp(prefix="gpu_check.")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    try:                          # before any work: the two files this call will replace
+        outputs.check_target(out / "check.json", "--out", "file",
+                             lambda f: outputs.json_object_with(f, ("schema", "parts")))
+        outputs.check_target(out / "records.tar.gz", "--out", "file", tarfile.is_tarfile)
+    except outputs.OutputError as exc:
+        sys.stderr.write(f"gpu_check: {exc}\n")
+        raise SystemExit(2) from None
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.stderr.write("gpu_check: --device cuda but no CUDA device is visible\n")
         raise SystemExit(2)
     with tempfile.TemporaryDirectory(prefix="gpu_check_run.") as tmp:
         scratch = Path(tmp)
         if args.part == "tests":
-            _write_json(work / "part-tests.json", run_tests(args.device, args.budget_s, scratch))
+            _write_json(work / "part-tests.json", run_tests(args.device, args.budget_s, scratch),
+                        ("device", "tests"))
         elif args.part == "smoke":
             suffix = f"-{args.model}" if args.model else ""
             run_smoke(args.device, args.dtype, args.budget_s, scratch,

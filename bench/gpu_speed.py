@@ -10,7 +10,6 @@ ran with; a target the budget cannot reach keeps its committed record and is lis
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from bench import speed, speed_run
+from bench import results, speed, speed_run
 from bench.config import load_config
 from bench.packages import REPO_ROOT
 from bench.speed_shapes import linear_shapes
@@ -113,9 +112,9 @@ def run_all(out: Path, device: str, budget_s: float, after_each: Callable[[], An
         part["targets"][target] = {"rung": LADDER.index(rung), "seconds": spent, "cells": n,
                                    "errors": len(rec["errors"]), "status": rec["status"]}
         log.info("speed %s: rung %d, %d cells in %.0f s", target, LADDER.index(rung), n, spent)
-        (out / "part-speed.json").write_text(json.dumps(part, indent=1) + "\n")
+        results.write_bench_json(part, out / "part-speed.json", keys=("targets",))
         after_each()
-    (out / "part-speed.json").write_text(json.dumps(part, indent=1) + "\n")
+    results.write_bench_json(part, out / "part-speed.json", keys=("targets",))
     return part
 
 

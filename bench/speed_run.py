@@ -219,11 +219,8 @@ def run_target(target: str, cfg: dict[str, Any], out: Path | None = None, *,
 
 def _measured(path: Path) -> dict[str, Any] | None:
     """The speed record at `path` when it holds GPU figures (never overwritten by a plan)."""
-    try:
-        rec = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    ours = isinstance(rec, dict) and all(k in rec for k in RECORD_KEYS)
+    rec = outputs.json_object(path)
+    ours = rec is not None and all(k in rec for k in RECORD_KEYS)
     return rec if ours and rec["status"] == "measured" and not rec.get("stand_in") else None
 
 

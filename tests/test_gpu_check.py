@@ -90,3 +90,10 @@ def test_site_summaries_of_the_committed_gpu_records(tmp_path: Path) -> None:
     (bad / "check-9.json").write_text(json.dumps({"schema": "other"}))
     with pytest.raises(ValueError, match="not a prunebench.cuda-check/1 record"):
         load_checks(tmp_path)
+
+
+def test_a_foreign_check_file_is_refused_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "check.json").write_text('{"mine": 1}')
+    with pytest.raises(SystemExit) as exc:
+        gpu_check.main(["--device", "cpu", "--part", "block", "--out", str(tmp_path)])
+    assert exc.value.code == 2 and (tmp_path / "check.json").read_text() == '{"mine": 1}'
