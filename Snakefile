@@ -26,8 +26,8 @@ sys.path.insert(0, workflow.basedir)
 from bench.config import load_config, plan, seed_runs, with_seed  # noqa: E402
 from bench.speed_run import targets as speed_targets  # noqa: E402
 from bench.workflow import (  # noqa: E402
-    job_resources, job_threads, method_source, prepare_inputs, prune_inputs, train_recipe,
-    write_effective_config)
+    grid_configfile, job_resources, job_threads, method_source, prepare_inputs, prune_inputs,
+    train_recipe, write_effective_config)
 
 if not config:
     configfile: "config/config.yaml"
@@ -54,6 +54,8 @@ SEED_RUNS = seed_runs(CFG, RUNS)
 SEED_CONFIGS = {s: write_effective_config(with_seed(CFG, s)) for s in sorted({r.seed for r in SEED_RUNS})}
 
 RESULTS = CFG["results_dir"]
+# the config file these results come from, as a clone names it (run pages' reproduce commands)
+GRID_CONFIG = grid_configfile(workflow.configfiles, workflow.basedir)
 SITE = CFG["site_dir"]
 PY = sys.executable
 

@@ -165,7 +165,7 @@ def _cmd_method_card(args: argparse.Namespace) -> None:
 def _cmd_leaderboard(args: argparse.Namespace) -> None:
     from bench.leaderboard import build_site
 
-    index = build_site(Path(args.results), Path(args.out))
+    index = build_site(Path(args.results), Path(args.out), args.configfile)
     sys.stdout.write(f"{index}\n")
 
 
@@ -251,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("leaderboard", help="build the static site from results/")
     s.add_argument("--results", default="results")
     s.add_argument("--out", default="site/_build")
+    s.add_argument("--configfile", default="config/config.yaml",
+                   help="the grid config the results came from (named in the reproduce commands)")
     s.set_defaults(fn=_cmd_leaderboard)
     s = sub.add_parser("new-method", help="write a ready-to-edit method file and its tests")
     s.add_argument("name", help="the method's name (a lowercase identifier, e.g. row_magnitude)")

@@ -19,7 +19,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection, Mapping
 
 import numpy as np
 
@@ -122,11 +122,15 @@ def noise_floor(results_dir: Path, model: str) -> float:
     return max(spreads, default=0.0)
 
 
-def compare(results_dir: Path, model: str, pattern: str, metric: str) -> dict[str, Any]:
-    """The comparison of one metric at (model, pattern): rows sorted by rank then value."""
+def compare(results_dir: Path, model: str, pattern: str, metric: str,
+            methods: Collection[str] | None = None) -> dict[str, Any]:
+    """The comparison of one metric at (model, pattern): rows sorted by rank then value.
+    `methods` restricts it (ranks included) to those methods, e.g. one training group."""
     if metric not in METRICS:
         raise PruneBenchError(f"unknown metric '{metric}'; one of {', '.join(METRICS)}")
     dense, runs = load_records(results_dir, model, pattern)
+    if methods is not None:
+        runs = {m: r for m, r in runs.items() if m in methods}
     floor = noise_floor(results_dir, model) if metric == "ppl" else 0.0
     level = chance(dense, metric)
     dense_vals = values(metric, dense, dense)
@@ -218,11 +222,27 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_stats(results_dir: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+def _stat(row: Row, result: dict[str, Any]) -> dict[str, Any]:
+    return {"value": row.value, "rank": row.rank, "tied_with_best": row.tied_with_best,
+            "at_chance": row.at_chance, "chance": result["chance"],
+            "vs_dense": None if row.vs_dense is None else
+            [row.vs_dense.diff, row.vs_dense.lo, row.vs_dense.hi],
+            "vs_best": None if row.vs_best is None else
+            [row.vs_best.diff, row.vs_best.lo, row.vs_best.hi],
+            "seeds": row.seeds}
+
+
+def run_stats(results_dir: Path, groups: Mapping[str, str] | None = None
+              ) -> dict[tuple[str, str, str], dict[str, Any]]:
     """(model, method, pattern) -> the leaderboard's statistics of every run with per-example
     records: per metric its rank ("1=" when tied with the best), the paired interval to dense
     and, for accuracy, chance and whether the run is at chance. Models without a dense record
-    are skipped (their runs show no intervals)."""
+    are skipped (their runs show no intervals).
+
+    `groups` (method -> group, e.g. its training tag) ranks each method among its own group
+    only (`rank`, `tied_with_best`, `vs_best`, `group`), so a one-shot method is never "best"
+    or "tied" against one that trains; `rank_all` / `tied_all` keep the rank among every
+    method. Without `groups` every method is in one group "all"."""
     out: dict[tuple[str, str, str], dict[str, Any]] = {}
     root = Path(results_dir) / "runs"
     for model_dir in sorted(p for p in root.glob("*") if p.is_dir()):
@@ -234,14 +254,19 @@ def run_stats(results_dir: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
         for pattern in patterns:
             for metric in METRICS:
                 result = compare(results_dir, model, pattern, metric)
+                members: dict[str, set[str]] = {}
                 for row in result["rows"]:
-                    stats = out.setdefault((model, row.method, pattern), {})
-                    stats[metric] = {
-                        "value": row.value, "rank": row.rank, "tied_with_best": row.tied_with_best,
-                        "at_chance": row.at_chance, "chance": result["chance"],
-                        "vs_dense": None if row.vs_dense is None else
-                        [row.vs_dense.diff, row.vs_dense.lo, row.vs_dense.hi],
-                        "vs_best": None if row.vs_best is None else
-                        [row.vs_best.diff, row.vs_best.lo, row.vs_best.hi],
-                        "seeds": row.seeds}
+                    stat = _stat(row, result)
+                    stat.update(rank_all=row.rank, tied_all=row.tied_with_best,
+                                group=(groups or {}).get(row.method, "unknown") if groups else "all")
+                    members.setdefault(stat["group"], set()).add(row.method)
+                    out.setdefault((model, row.method, pattern), {})[metric] = stat
+                for group, names in sorted(members.items()):
+                    if groups is None or len(names) == len(result["rows"]):
+                        continue                      # one group: its ranks are the overall ones
+                    for row in compare(results_dir, model, pattern, metric, names)["rows"]:
+                        out[(model, row.method, pattern)][metric].update(
+                            rank=row.rank, tied_with_best=row.tied_with_best,
+                            vs_best=None if row.vs_best is None else
+                            [row.vs_best.diff, row.vs_best.lo, row.vs_best.hi])
     return out

@@ -1,13 +1,16 @@
 """results/ -> a static, offline leaderboard site (a pure, deterministic function of results/).
 
 Owns the build: flattening runs into one table (`flat_rows`: runs.json / runs.csv, the speedup
-cell of structured and 2:4 runs), rendering every page through the jinja2 templates in
+cell of structured and 2:4 runs, the paired statistics with ranks within each method's training
+group from bench/compare.py), rendering every page through the jinja2 templates in
 site/templates (autoescaped; page content from bench/site_pages.py, columns from
-bench/site_schema.py, plots from bench/site_plots.py), copying site/static/, plotly.js from the
-plotly package and the 2:4 speed records (results/speed) alongside, and writing the build
-directory atomically through bench.outputs (a unique temporary, then a rename; a folder
-that is not a build of this site is never replaced). Same results, same bytes. The methods page also
-reads the method registry (paper, description) and docs/protocol.md.
+bench/site_schema.py, run pages from bench/site_run.py, plots from bench/site_plots.py),
+copying site/static/, plotly.js from the plotly package, the 2:4 speed records, CUDA check
+records and per-example files alongside, and writing the build directory atomically through
+bench.outputs (a unique temporary, then a rename; a folder that is not a build of this site is
+never replaced). Same results, same bytes. Beyond results/ it reads only docs/protocol.md (the
+methods page) and the name of the grid config (run pages' reproduce commands); method
+descriptions come from the cards in results/methods, never the registry.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench import outputs, site_pages, site_plots, site_schema
+from bench import outputs, site_pages, site_plots, site_run, site_schema
 from bench.packages import REPO_ROOT
 from bench.results import SCHEMA_VERSION, load_all
 from bench.compare import run_stats
@@ -107,6 +110,7 @@ def flat_rows(runs: list[dict[str, Any]],
             **{m: run["metrics"].get(m) for m in names},
             **_zeroshot_average(run["metrics"]),
             f"delta_{PRIMARY}": d_abs, f"delta_{PRIMARY}_pct": d_pct,
+            f"dense_{PRIMARY}": ref["metrics"].get(PRIMARY) if ref else None,
             "prune_seconds": run["cost"]["prune_seconds"], "eval_seconds": run["cost"]["eval_seconds"],
             "peak_rss_mb": run["cost"]["peak_rss_mb"], "device": run["cost"]["device"],
             "git_commit": run["code"]["git_commit"], "created_at": run["created_at"],
@@ -126,25 +130,30 @@ def flat_rows(runs: list[dict[str, Any]],
     return rows
 
 
-def _rank_text(stat: dict[str, Any] | None) -> str | None:
+def _rank_text(stat: dict[str, Any] | None, rank: str = "rank", tied: str = "tied_with_best"
+               ) -> str | None:
     if stat is None:
         return None
     if stat.get("at_chance"):
         return "at chance"
-    if stat.get("rank") is None:
+    if stat.get(rank) is None:
         return None
-    return f"{stat['rank']}=" if stat["tied_with_best"] and stat["rank"] == 1 else str(stat["rank"])
+    return f"{stat[rank]}=" if stat.get(tied) and stat[rank] == 1 else str(stat[rank])
 
 
 def paired_columns(stats: dict[str, Any] | None) -> dict[str, Any]:
     """A run's paired statistics as flat columns (None where it has no per-example records):
-    flips, rank per metric, the 95 % interval of the difference to dense, chance."""
+    flips, rank per metric within the run's training group (`rank_*`) and among every method
+    (`rank_*_all`), the 95 % interval of the difference to dense, chance."""
     out: dict[str, Any] = {"flips/zeroshot": None, "zeroshot_chance": None,
-                           "zeroshot_at_chance": None}
+                           "zeroshot_at_chance": None,
+                           "rank_group": ((stats or {}).get("ppl") or {}).get("group")}
     for metric in ("ppl", "kl", "zeroshot", "flips"):
         stat = (stats or {}).get(metric)
         out[f"rank_{metric}"] = _rank_text(stat)
         out[f"rank_{metric}_sort"] = None if stat is None else stat.get("rank")
+        out[f"rank_{metric}_all"] = _rank_text(stat, "rank_all", "tied_all")
+        out[f"rank_{metric}_all_sort"] = None if stat is None else stat.get("rank_all")
         iv = None if stat is None else stat.get("vs_dense")
         out[f"{metric}_vs_dense_lo"] = iv[1] if iv else None
         out[f"{metric}_vs_dense_hi"] = iv[2] if iv else None
@@ -211,9 +220,11 @@ def _env() -> Any:
 def render_pages(runs: list[dict[str, Any]], rows: list[dict[str, Any]],
                  speed: dict[str, dict[str, Any]],
                  checks: dict[str, dict[str, Any]] | None = None,
-                 cards: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
+                 cards: dict[str, dict[str, Any]] | None = None,
+                 grid: dict[str, str] | None = None) -> dict[str, str]:
     """Every page of the site (relative path -> text) from the runs, their rows, the speed
-    records and the CUDA check records."""
+    records and the CUDA check records; `grid` (configfile, results) goes into the run pages'
+    reproduce commands."""
     env = _env()
     common = {"n_runs": len(rows), "primary": PRIMARY, "schema_version": SCHEMA_VERSION,
               "newest": max((r["created_at"] for r in rows), default=None)}
@@ -237,7 +248,7 @@ def render_pages(runs: list[dict[str, Any]], rows: list[dict[str, Any]],
     for row in rows:
         rel = site_pages.run_page(row)
         run = by_key[(row["model"], row["method"], row["pattern"])]
-        files[rel] = page("run.html.j2", rel, **site_pages.run_context(run, row))
+        files[rel] = page("run.html.j2", rel, **site_run.run_context(run, row, grid))
         files[rel[:-len(".html")] + ".json"] = json.dumps(run, indent=2, sort_keys=True) + "\n"
     return files
 
@@ -258,7 +269,7 @@ def plotly_js() -> Path:
     return path
 
 
-_SITE_ENTRIES = frozenset({"static", "runs", "speed", "runs.json", "runs.csv"})
+_SITE_ENTRIES = frozenset({"static", "runs", "speed", "cuda", "runs.json", "runs.csv"})
 
 
 def is_site(path: Path) -> bool:
@@ -291,33 +302,38 @@ def _examples_files(results_dir: Path, runs: list[dict[str, Any]]) -> dict[str, 
     return out
 
 
-def build_site(results_dir: Path, out_dir: Path) -> Path:
+def build_site(results_dir: Path, out_dir: Path, configfile: str = site_run.DEFAULT_CONFIG
+               ) -> Path:
     """Read results_dir (runs/, speed/) and write out_dir: index.html (overview),
     leaderboard.html, plots.html, methods.html, one page + raw JSON per run under runs/,
-    runs.json, runs.csv, speed/*.json and static/ (with plotly.min.js)."""
+    runs.json, runs.csv, speed/*.json and static/ (with plotly.min.js). `configfile` names the
+    grid config the results came from, for the run pages' commands (the results folder is
+    named as given)."""
     import pandas as pd
 
     if not Path(results_dir).is_dir():
         raise FileNotFoundError(f"--results: folder {results_dir} does not exist")
+    grid = {"configfile": configfile, "results": Path(results_dir).as_posix()}
     with outputs.claim(Path(out_dir), "--out", "dir", is_site) as claim:
-        _build(Path(results_dir), claim.tmp, pd)
+        _build(Path(results_dir), claim.tmp, pd, grid)
     log.info("leaderboard written to %s", Path(out_dir) / "index.html")
     return Path(out_dir) / "index.html"
 
 
-def _build(results_dir: Path, out_dir: Path, pd: Any) -> None:
+def _build(results_dir: Path, out_dir: Path, pd: Any, grid: dict[str, str]) -> None:
     runs = load_all(Path(results_dir))
     if not runs:
         log.warning("no runs under %s/runs: the leaderboard will be empty", results_dir)
     speed = load_speed(Path(results_dir))
     checks = load_checks(Path(results_dir))
     cards = load_cards(Path(results_dir))
-    rows = flat_rows(runs, speed, run_stats(Path(results_dir)), cards)
+    groups = {name: card["training"] for name, card in cards.items()}
+    rows = flat_rows(runs, speed, run_stats(Path(results_dir), groups), cards)
     cols = [c.key for c in site_schema.columns(rows)]
     header = cols + [k for k in (list(rows[0]) if rows else []) if k not in cols]
     csv = pd.DataFrame(rows, columns=header or ["model", "method", "pattern"])
     files: dict[str, str | bytes] = {
-        **render_pages(runs, rows, speed, checks, cards),
+        **render_pages(runs, rows, speed, checks, cards, grid),
         **_examples_files(Path(results_dir), runs),
         "runs.json": json.dumps(rows, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n",
         "runs.csv": csv.to_csv(index=False, lineterminator="\n"),
@@ -333,6 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench leaderboard", description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=REPO_ROOT / "results", help="results directory")
     parser.add_argument("--out", type=Path, default=SITE_DIR / "_build", help="site build directory")
+    parser.add_argument("--configfile", default=site_run.DEFAULT_CONFIG,
+                        help="the grid config the results came from (named in the run pages' "
+                             "reproduce commands)")
     args = parser.parse_args(argv)
-    build_site(args.results, args.out)
+    build_site(args.results, args.out, args.configfile)
     return 0

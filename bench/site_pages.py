@@ -1,11 +1,12 @@
 """What each page of the leaderboard site shows, as plain data for the jinja2 templates.
 
-Owns the landing page (per model: the leader or tie of every pattern, and a methods x patterns
-matrix of perplexity and zero-shot average with the change against dense, bucketed by how much
-was lost), the leaderboard table (rows of cells driven by bench/site_schema.py, with the filter
-values), one provenance page per run, and the methods page (each method's paper, description,
-training tag and capabilities from its card in results/methods, with docs/protocol.md
-rendered). Safe file names for pages of runs whose names come from results (`slug`). Pure
+Owns the landing page (per model: the leader or tie of every pattern within each training
+group, and a methods x patterns matrix of perplexity and zero-shot average with the change
+against dense, bucketed by how much was lost), the leaderboard table (rows in reading order,
+cells driven by bench/site_schema.py, the filter values, the column groups a reader can show,
+chance levels), and the methods page (each method's paper, description, training tag and
+capabilities from its card in results/methods, with docs/protocol.md rendered). Safe file names
+for pages of runs whose names come from results (`slug`); run pages are bench/site_run.py. Pure
 functions of their inputs.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 from typing import Any
 
 from bench.packages import REPO_ROOT
-from bench.site_schema import Column, cell
+from bench.site_schema import GROUPS, Column, cell, pct_change, short
 
 PATTERN_ORDER = {"dense": 0, "unstructured": 1, "nm": 2, "structured": 3}
 ACC = "zeroshot/average/acc"
@@ -86,11 +87,11 @@ def landing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for p in patterns:
             scored = [r for r in mine if r["pattern"] == p and r.get(PPL) is not None
                       and r["pattern_kind"] != "dense"]
-            if scored:
-                lead = _best(scored)
-                best.append({"pattern": p, "kind": lead["kind"], "methods": [
-                    {"method": b["method"], "ppl": f"{b[PPL]:,.2f}", "href": run_page(b),
-                     "delta": _pct(b.get(f"delta_{PPL}_pct"))} for b in lead["runs"]],
+            for group in sorted({r["training"] for r in scored}, key=_group_order):
+                lead = _best([r for r in scored if r["training"] == group])
+                best.append({"pattern": p, "group": group, "kind": lead["kind"], "methods": [
+                    {"method": b["method"], "ppl": short(b[PPL]), "href": run_page(b),
+                     "delta": pct_change(b.get(f"delta_{PPL}_pct"))} for b in lead["runs"]],
                     "bucket": loss_bucket(lead["runs"][0].get(f"delta_{PPL}_pct"))
                     if lead["runs"] else ""})
         matrix = []
@@ -103,9 +104,9 @@ def landing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     continue
                 d_acc = _acc_delta(r, dense)
                 cells.append({
-                    "ppl": "–" if r.get(PPL) is None else f"{r[PPL]:,.2f}",
+                    "ppl": "–" if r.get(PPL) is None else short(r[PPL]),
                     "ppl_title": "" if r.get(PPL) is not None else f"{PPL} not recorded for this run",
-                    "delta": _pct(r.get(f"delta_{PPL}_pct")),
+                    "delta": pct_change(r.get(f"delta_{PPL}_pct")),
                     "acc": "–" if r.get(ACC) is None else f"{100 * r[ACC]:.1f}",
                     "acc_title": _stderr_title(r) if r.get(ACC) is not None
                     else "zero-shot not measured for this run",
@@ -125,88 +126,50 @@ def landing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _pct(value: float | None) -> str:
-    return "" if value is None else f"{value:+.1f}%"
+def _group_order(group: str) -> tuple[bool, str]:
+    return group != "one-shot", group
+
+
+def row_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Reading order: pretrained models first, then model, pattern (dense first), training
+    group, rank within it (unranked last), method."""
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        rank = r.get("rank_ppl_sort")
+        return (bool(r["trained_here"]), r["model"], PATTERN_ORDER.get(r["pattern_kind"], 9),
+                r["target_sparsity"] or 0.0, r["pattern"], r["training"] != "one-shot",
+                r["training"], rank is None, rank or 0, r["method"])
+    return sorted(rows, key=key)
+
+
+def chance_levels(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(model, chance of its zero-shot average in points) for the table's legend."""
+    seen: dict[str, float] = {}
+    for r in row_order(rows):
+        if r.get("zeroshot_chance") is not None:
+            seen.setdefault(r["model"], r["zeroshot_chance"])
+    return [(m, f"{100 * c:.1f}") for m, c in seen.items()]
 
 
 def table(rows: list[dict[str, Any]], cols: list[Column]) -> dict[str, Any]:
-    """The leaderboard table: header, rows of cells, and the values each filter offers."""
+    """The leaderboard table: header, rows of cells, the values each filter offers, the column
+    groups a reader can show, and the chance level of each model's zero-shot average."""
     body = []
-    for r in rows:
+    for r in row_order(rows):
         body.append({"href": run_page(r), "cells": [cell(c, r) for c in cols],
+                     "training": r["training"],
                      "filters": {"model": r["model"], "arch": r["arch"], "kind": r["pattern_kind"],
                                  "pattern": r["pattern"], "method": r["method"],
                                  "training": r["training"]}})
-    filters = {k: sorted({b["filters"][k] for b in body}, key=_natural)
+    filters = {k: sorted({b["filters"][k] for b in body}, key=natural)
                for k in ("model", "arch", "kind", "pattern", "method", "training")}
-    return {"columns": cols, "rows": body, "filters": filters}
+    groups = [(g, GROUPS[g]) for g in GROUPS if any(c.group == g and not c.shown for c in cols)]
+    return {"columns": cols, "rows": body, "filters": filters, "groups": groups,
+            "chance": chance_levels(rows)}
 
 
-def _natural(name: str) -> list[Any]:
+def natural(name: str) -> list[Any]:
     """Sort key putting layers.2 before layers.10."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
-def run_context(run: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
-    """Everything a run page shows: metrics, protocol, provenance, per-layer sparsity."""
-    metrics = sorted(run["metrics"].items())
-    per_layer = sorted((run["sparsity"].get("per_layer") or {}).items(), key=lambda kv: _natural(kv[0]))
-    sections = {k: json.dumps(run[k], indent=1, sort_keys=True)
-                for k in ("method", "pattern", "model", "calibration", "metrics_meta", "cost",
-                          "environment", "code", "params", "structure", "speed", "method_report")
-                if run.get(k) is not None}
-    cal, env, cost = run.get("calibration") or {}, run["environment"], run["cost"]
-    facts = [("method hyperparameters", json.dumps(run["method"]["params"], sort_keys=True)),
-             ("calibration", ", ".join(f"{k}={cal[k]}" for k in ("source", "n_samples", "seqlen", "seed")
-                                       if k in cal) or "none (data-free)"),
-             ("calibration ids sha256", cal.get("sha256") or "–"),
-             ("git commit", f"{run['code']['git_commit']}{' (dirty)' if run['code']['git_dirty'] else ''}"),
-             ("environment", f"torch {env['torch']}, transformers {env['transformers']}, "
-                             f"lm-eval {env.get('lm_eval')}, python {env['python']}, {env['device']}, "
-                             f"{env.get('cpu_count')} CPUs"),
-             ("prune / eval seconds", f"{cost['prune_seconds']:.1f} / {cost['eval_seconds']:.1f}"),
-             ("peak memory (RSS)", f"{cost['peak_rss_mb']:,.0f} MB"),
-             ("params nonzero / total", f"{run['params']['nonzero']:,} / {run['params']['total']:,}")]
-    facts += paired_facts(row)
-    return {"row": row, "facts": facts, "reproduce": reproduce(run),
-            "metrics": [(k, "–" if v is None else f"{v:.6g}") for k, v in metrics],
-            "per_layer": [(k, f"{100 * v:.2f}%") for k, v in per_layer],
-            "sections": sections, "raw": slug(row["pattern"]) + ".json",
-            "depth": "../../../"}
-
-
-def reproduce(run: dict[str, Any]) -> dict[str, Any]:
-    """The commands that regenerate a grid run from a fresh clone, and what may stop them."""
-    target = f"results/runs/{run['model']['key']}/{run['method']['name']}/{run['pattern']['slug']}.json"
-    commit = run["code"].get("git_commit")
-    return {"commands": [f"git checkout {commit or '<unknown commit>'}", "make setup",
-                         f".venv/bin/snakemake --cores 2 --forcerun prune -- {target}"],
-            "dirty": bool(run["code"].get("git_dirty")), "commit": commit,
-            "examples": run.get("examples")}
-
-
-def paired_facts(row: dict[str, Any]) -> list[tuple[str, str]]:
-    """What the paired comparison says of a run (bench.compare): its ranks, its 95 % intervals
-    against dense, what difference its zero-shot subset resolves, chance and flips."""
-    out: list[tuple[str, str]] = []
-    if row.get("ppl_vs_dense_lo") is not None:
-        out.append(("ppl vs dense (paired 95%)",
-                    f"{row['ppl_vs_dense_lo']:+,.3f} to {row['ppl_vs_dense_hi']:+,.3f}; rank "
-                    f"{row.get('rank_ppl') or '–'} among the methods at {row['pattern']}"))
-    if row.get("kl_vs_dense_lo") is not None:
-        out.append(("KL vs dense (paired 95%)", f"{row['kl_vs_dense_lo']:.4f} to "
-                    f"{row['kl_vs_dense_hi']:.4f}; rank {row.get('rank_kl') or '–'}"))
-    if row.get("zeroshot_vs_dense_lo") is not None:
-        lo, hi = row["zeroshot_vs_dense_lo"], row["zeroshot_vs_dense_hi"]
-        out.append(("0-shot avg vs dense (paired 95%)",
-                    f"{100 * lo:+.1f} to {100 * hi:+.1f} points: this subset resolves differences "
-                    f"of about ±{50 * (hi - lo):.1f} points; chance {100 * row['zeroshot_chance']:.1f}"
-                    f"{' (this run is at chance)' if row.get('zeroshot_at_chance') else ''}; rank "
-                    f"{row.get('rank_zeroshot') or '–'}"))
-    if row.get("flips/zeroshot") is not None:
-        out.append(("answer flips vs dense", f"{100 * row['flips/zeroshot']:.1f}% of the "
-                    f"zero-shot documents changed correctness"))
-    return out
 
 
 def methods_context(rows: list[dict[str, Any]], cards: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -23,42 +23,59 @@ class Column:
     description: str              # header tooltip
     lower_is_better: bool | None  # None: not a score (names, settings)
     fmt: str                      # text | pct | float2 | float4 | acc | params | seconds | speedup
-    group: str                    # run | sparsity | quality | zero-shot | cost
+    group: str                    # run | details | sparsity | quality | ranks | zero-shot | tasks | cost
+    shown: bool = True            # a key column; the others sit in groups a reader can show
 
+
+# the column groups a reader can show or hide (key columns are always shown)
+GROUPS = {"details": "run details", "sparsity": "sparsity", "ranks": "ranks",
+          "tasks": "zero-shot tasks", "cost": "cost"}
 
 FIXED: tuple[Column, ...] = (
+    Column("method", "method", "pruning method (methods/); a tag marks methods that train "
+           "(they are ranked among themselves, never against one-shot methods)", None, "text", "run"),
     Column("model", "model", "model key of the zoo (config/models.yaml)", None, "text", "run"),
-    Column("arch", "arch", "architecture family (adapter)", None, "text", "run"),
-    Column("method", "method", "pruning method (methods/)", None, "text", "run"),
     Column("pattern", "pattern", "sparsity pattern: unstructured-P, N:M, structured-P", None,
            "text", "run"),
-    Column("pattern_kind", "kind", "dense / unstructured / N:M / structured", None, "text", "run"),
+    Column("arch", "arch", "architecture family (adapter)", None, "text", "details", False),
+    Column("pattern_kind", "kind", "dense / unstructured / N:M / structured", None, "text",
+           "details", False),
+    Column("training", "training", "one-shot, with recovery training, or search with training "
+           "(ranks compare a method only with its own group)", None, "text", "details", False),
     Column("achieved_sparsity", "sparsity", "achieved sparsity measured on the saved weights "
            "(structured: fraction of structured-prunable parameters removed)", None, "pct",
-           "sparsity"),
+           "sparsity", False),
     Column("params_nonzero", "params", "nonzero parameters of the pruned model (structured: "
-           "the smaller model's; total in the tooltip)", True, "params", "sparsity"),
+           "the smaller model's; total in the tooltip)", True, "params", "sparsity", False),
     Column("ppl/wiki", "ppl", "perplexity on the held-out evaluation text (lower is better)",
            True, "float2", "quality"),
-    Column("delta_ppl/wiki_pct", "Δppl %", "perplexity change against the dense model, %",
+    Column("delta_ppl/wiki_pct", "Δppl %", "perplexity change against the dense model, %; "
+           "below it the paired 95% interval of that change over the evaluation windows",
            True, "delta_pct", "quality"),
-    Column("rank_ppl", "rank", "rank on perplexity among the methods at this model and pattern: "
-           "'1=' shares the top (its paired 95% interval against the best contains 0, or the "
-           "difference is under the noise floor); `python -m bench compare`", True, "rank",
-           "quality"),
+    Column("rank_ppl", "rank", "rank on perplexity among the methods of the same training group "
+           "at this model and pattern: '1=' shares the top (its paired 95% interval against the "
+           "best contains 0, or the difference is under the noise floor); `python -m bench "
+           "compare`", True, "rank", "quality"),
     Column("kl/wiki", "KL", "mean per-token KL(dense || run) of the next-token distribution on "
            "the perplexity windows (lower is better; 0 for dense)", True, "float4", "quality"),
     Column("zeroshot/average/acc", "0-shot avg", "mean zero-shot accuracy over the tasks "
-           "(lm-eval acc); the 95% paired interval of the difference to dense in the tooltip; "
-           "'at chance' when the run's own interval contains the chance level", False, "acc",
-           "zero-shot"),
+           "(lm-eval acc); below it the paired 95% interval of the difference to dense, in "
+           "points; 'at chance' when the run's own interval contains the chance level", False,
+           "acc", "zero-shot"),
     Column("flips/zeroshot", "flips", "fraction of zero-shot documents whose correctness differs "
            "from the dense model's (Dutta et al. 2024): equal accuracy can hide many flips",
            True, "pct", "zero-shot"),
     Column("speedup", "speedup", "measured vs dense, prefill / decode: structured runs on the "
            "CPU, 2:4 runs with sparse GPU kernels ('no GPU' where none was measured)", False,
            "speedup", "cost"),
-    Column("prune_seconds", "prune s", "wall time of the pruning step", True, "seconds", "cost"),
+    Column("rank_ppl_all", "rank ppl (all)", "rank on perplexity among every method at this "
+           "model and pattern, training or not", True, "rank", "ranks", False),
+    Column("rank_kl", "rank KL", "rank on KL within the training group", True, "rank", "ranks",
+           False),
+    Column("rank_zeroshot", "rank 0-shot", "rank on the zero-shot average within the training "
+           "group ('at chance' runs are not ranked)", True, "rank", "ranks", False),
+    Column("prune_seconds", "prune s", "wall time of the pruning step", True, "seconds", "cost",
+           False),
 )
 
 
@@ -66,7 +83,7 @@ def zeroshot_columns(rows: list[dict[str, Any]]) -> list[Column]:
     """One acc column per zero-shot task present in any row, alphabetical."""
     tasks = tasks_in(k for r in rows for k, v in r.items() if v is not None)
     return [Column(f"{ZS_PREFIX}{t}/acc", t, f"{t}: zero-shot accuracy (acc; acc_norm and "
-                   "stderr on the run page)", False, "acc", "zero-shot") for t in tasks]
+                   "stderr on the run page)", False, "acc", "tasks", False) for t in tasks]
 
 
 def columns(rows: list[dict[str, Any]]) -> list[Column]:
@@ -74,7 +91,7 @@ def columns(rows: list[dict[str, Any]]) -> list[Column]:
     out: list[Column] = []
     for col in FIXED:
         out.append(col)
-        if col.key == "zeroshot/average/acc":
+        if col.key == "flips/zeroshot":
             out.extend(zeroshot_columns(rows))
     return out
 
@@ -86,6 +103,18 @@ def _params(n: float) -> str:
     return f"{n:.0f}"
 
 
+def short(value: float) -> str:
+    """A perplexity that fits a table cell: 1,829.18, or 1.64e+07 from 10,000 on."""
+    return f"{value:,.2f}" if abs(value) < 1e4 else f"{value:.3g}"
+
+
+def pct_change(value: float | None) -> str:
+    """A change in %, or as a factor (x7.8e+05) once it passes +1,000 %."""
+    if value is None:
+        return ""
+    return f"{value:+.1f}%" if value < 1000 else f"x{1 + value / 100:.3g}"
+
+
 # why a cell shows "–" (its tooltip; the page's legend says the same in words)
 MISSING = {"rank": "not ranked: the run has no per-example records, or fewer than two methods "
                    "at this model and pattern have them",
@@ -95,8 +124,28 @@ MISSING = {"rank": "not ranked: the run has no per-example records, or fewer tha
                       "not defined for its pattern)"}
 
 
+def interval_line(col: Column, row: dict[str, Any]) -> str:
+    """The paired 95 % interval printed under a cell (visible without hovering): the change
+    against dense of perplexity (in % of the dense ppl) and of the zero-shot average (points)."""
+    if col.key == "delta_ppl/wiki_pct" and row.get("ppl_vs_dense_lo") is not None \
+            and row.get("dense_ppl/wiki"):
+        ref = row["dense_ppl/wiki"]
+        return f"{100 * row['ppl_vs_dense_lo'] / ref:+.1f} to {100 * row['ppl_vs_dense_hi'] / ref:+.1f}%"
+    if col.key == "zeroshot/average/acc" and row.get("zeroshot_vs_dense_lo") is not None:
+        return f"{100 * row['zeroshot_vs_dense_lo']:+.1f} to {100 * row['zeroshot_vs_dense_hi']:+.1f}"
+    return ""
+
+
 def cell(col: Column, row: dict[str, Any]) -> dict[str, Any]:
-    """{"text": shown, "sort": sortable value ("" for text), "title": tooltip, "href": link}."""
+    """{"text": shown, "sort": sortable value ("" for text), "title": tooltip, "href": link,
+    optionally "sub": a second, smaller line (the paired interval) and "cls": a CSS class}."""
+    out = _cell(col, row)
+    if out["text"] != "–" and (sub := interval_line(col, row)):
+        out["sub"] = sub
+    return out
+
+
+def _cell(col: Column, row: dict[str, Any]) -> dict[str, Any]:
     value = row.get(col.key)
     if col.fmt == "speedup":
         text = row.get("speedup_text") or "–"
@@ -111,7 +160,7 @@ def cell(col: Column, row: dict[str, Any]) -> dict[str, Any]:
     elif col.fmt == "pct":
         text = f"{100 * value:.1f}%"
     elif col.fmt == "delta_pct":
-        text = f"{value:+.1f}%"
+        text = pct_change(value)
     elif col.fmt == "acc":
         text = f"{100 * value:.1f}"
         err = row.get(col.key + "_stderr")
@@ -134,7 +183,7 @@ def cell(col: Column, row: dict[str, Any]) -> dict[str, Any]:
     elif col.fmt == "float4":
         text = f"{value:,.4f}"
     else:
-        text = f"{value:,.2f}"
+        text = short(value)
         if col.key == "ppl/wiki" and row.get("ppl_vs_dense_lo") is not None:
             title = (f"vs dense {row['ppl_vs_dense_lo']:+,.2f} to {row['ppl_vs_dense_hi']:+,.2f} "
                      f"(paired 95% interval over the windows)")

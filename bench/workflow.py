@@ -3,7 +3,8 @@
 Owns: writing the validated config where every job reads it (work/configs/{name}.json, only
 rewritten when its content changes, so unchanged protocols cause no reruns), and the input list
 of a prune job (the calibration file only for methods that need calibration), and the weights
-of models trained here (regenerated from their zoo recipe when missing); `job_resources`: what a
+of models trained here (regenerated from their zoo recipe when missing), the grid config file
+as a clone names it (`grid_configfile`); `job_resources`: what a
 job asks a cluster for (GPU, memory, runtime), scaled by the model's size from the zoo.
 """
 from __future__ import annotations
@@ -11,10 +12,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from bench.packages import REPO_ROOT
 from methods import registry
+
+
+def grid_configfile(configfiles: Sequence[str], basedir: str) -> str:
+    """The last config file Snakemake read, relative to the checkout when it lies inside it
+    (config/config.yaml where none was read: the Snakefile's default)."""
+    if not configfiles:
+        return "config/config.yaml"
+    path = os.path.abspath(configfiles[-1])
+    rel = os.path.relpath(path, basedir)
+    return path if rel.startswith("..") else Path(rel).as_posix()
 
 
 def write_effective_config(cfg: dict[str, Any], work: str = "work") -> str:

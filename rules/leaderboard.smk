@@ -29,9 +29,11 @@ rule site:
         py=PY,
         results=lambda wc: RESULTS,
         site=lambda wc, output: os.path.dirname(output[0]),
+        configfile=GRID_CONFIG,
     log:
         "logs/leaderboard.log",
     conda:
         "envs/prunebench.yaml"
     shell:
-        "{params.py:q} -m bench leaderboard --results {params.results:q} --out {params.site:q} > {log:q} 2>&1"
+        "{params.py:q} -m bench leaderboard --results {params.results:q} --out {params.site:q} "
+        "--configfile {params.configfile:q} > {log:q} 2>&1"

@@ -53,7 +53,7 @@ def test_build_site_content(results: Path, tmp_path: Path) -> None:
     assert 'href="static/style.css"' in html and "http://" not in html and "https://" not in html
     smol = _landing(html, "smollm2-135m")
     # no per-example records, so no paired interval: no leader is named from raw perplexities
-    assert re.search(r"unstructured-50</span>\s+not ranked yet", smol) and "best:" not in smol
+    assert re.search(r"unstructured-50</span> <small>one-shot</small>\s+not ranked yet", smol) and "best:" not in smol
     # pretrained models first, the models trained here after them
     assert html.index('id="model-smollm2-135m"') < html.index('id="model-opt-tiny"')
     # the methods x patterns matrix, coloured by the loss against dense
@@ -208,15 +208,16 @@ def test_zeroshot_average_shows_its_stderr(tmp_path: Path) -> None:
     assert 'title="zero-shot average ± 1.1 points (stderr)">60.0</span>' in (tmp_path / "site" / "index.html").read_text()
 
 
-def test_paired_statistics_reach_the_table(tmp_path: Path) -> None:
-    """Runs with per-example records: the leaderboard shows the rank with ties from the paired
-    intervals, KL, flips, and marks an accuracy at chance (bench.compare feeds the site)."""
+def write_paired_results(res: Path) -> None:
+    """Runs of model "m" at 2of4 with per-example records whose intervals are known by
+    construction: wanda and sparsegpt tied, magnitude far behind and at chance on zero-shot,
+    llm_pruner_lora (recovery training) clearly ahead of all; each method's card written."""
     import numpy as np
 
     from bench import examples
+    from bench.method_cards import card_path, write_card
     from tests.test_compare import _record
 
-    res = tmp_path / "results"
     rng = np.random.default_rng(0)
     nll = rng.normal(3.0, 0.3, 64)
     acc = {"arc_easy": (rng.random(200) < 0.7).astype(int)}
@@ -226,8 +227,10 @@ def test_paired_statistics_reach_the_table(tmp_path: Path) -> None:
     cells = [("dense", "dense", nll, np.zeros(64), acc),
              ("wanda", "2of4", nll + 0.5, np.full(64, 0.2), flipped),
              ("sparsegpt", "2of4", nll + 0.5 + rng.normal(0, 0.01, 64), np.full(64, 0.2), flipped),
-             ("magnitude", "2of4", nll + 3.0, np.full(64, 2.0), chance)]
+             ("magnitude", "2of4", nll + 3.0, np.full(64, 2.0), chance),
+             ("llm_pruner_lora", "2of4", nll + 0.1, np.full(64, 0.05), acc)]
     for method, pattern, n, kl, a in cells:
+        write_card(method, card_path(res, method))
         run = example_run("m", method, pattern, float(np.exp(n.mean())))
         run["metrics"]["kl/wiki"] = float(kl.mean())
         run["metrics"]["zeroshot/arc_easy/acc"] = float(a["arc_easy"].mean())
@@ -236,27 +239,41 @@ def test_paired_statistics_reach_the_table(tmp_path: Path) -> None:
         write_run(path, run)
         rec = _record(method, pattern, n, kl, a)
         examples.path_for(path).write_bytes(examples.dumps(rec))
+
+
+def test_paired_statistics_reach_the_table(tmp_path: Path) -> None:
+    """Runs with per-example records: the leaderboard shows the rank with ties from the paired
+    intervals, KL, flips, and marks an accuracy at chance (bench.compare feeds the site). A
+    method that trains is ranked among its own training group only: clearly ahead of the
+    one-shot methods, it is the best of its group, and they still tie for the top of theirs."""
+    res = tmp_path / "results"
+    write_paired_results(res)
     out = tmp_path / "site"
     build_site(res, out)
     rows = {r["method"]: r for r in json.loads((out / "runs.json").read_text())}
     assert rows["wanda"]["rank_ppl"] == "1=" and rows["sparsegpt"]["rank_ppl"] == "1="
     assert rows["magnitude"]["rank_ppl"] == "3"
+    assert rows["llm_pruner_lora"]["rank_ppl"] == "1" and rows["llm_pruner_lora"]["rank_group"] == "recovery training"
+    assert rows["wanda"]["rank_ppl_all"] == "2" and rows["llm_pruner_lora"]["rank_ppl_all"] == "1"
     assert rows["magnitude"]["rank_zeroshot"] == "at chance" and rows["magnitude"]["zeroshot_at_chance"]
     assert rows["wanda"]["flips/zeroshot"] == pytest.approx(30 / 200)
     assert rows["dense"]["kl/wiki"] == 0.0
     board = (out / "leaderboard.html").read_text()
     assert ">1=<" in board and "(at chance)" in board and ">flips<" in board and ">KL<" in board
-    assert re.search(r'<td class="num at-chance"[^>]*>\s*23.0 \(at chance\)</td>', board)   # greyed
+    assert re.search(r'<td class="num g-zero-shot at-chance"[^>]*>\s*23.0 \(at chance\)<small class="iv">', board)   # greyed
     page = (out / "runs" / "m" / "wanda" / "2of4.html").read_text()
     assert "this subset resolves differences of about" in page and "15.0% of the" in page
     # the run page opens with the commands that regenerate it and links its per-example file
-    assert ".venv/bin/snakemake --cores 2 --forcerun prune -- results/runs/m/wanda/2of4.json" in page
+    assert (".venv/bin/snakemake --cores 2 --forcerun prune -- "
+            f"{res.as_posix()}/runs/m/wanda/2of4.json") in page     # the results folder as given
     assert '<a href="2of4.examples.json.gz">' in page
     assert (out / "runs" / "m" / "wanda" / "2of4.examples.json.gz").read_bytes() == \
         examples.path_for(run_path(res, "m", "wanda", "2of4")).read_bytes()
     landing = (out / "index.html").read_text()              # a tie is named as a tie, never "best"
-    assert re.search(r"2of4</span>\s+tied on ppl/wiki:\s+<a [^>]+>sparsegpt</a>.*<a [^>]+>wanda</a>",
-                     landing) and "best:" not in landing
+    assert re.search(r"2of4</span> <small>one-shot</small>\s+tied on ppl/wiki:\s+<a [^>]+>sparsegpt</a>.*<a [^>]+>wanda</a>",
+                     landing)
+    assert re.search(r"2of4</span> <small>recovery training</small>\s+best:\s+<a [^>]+>llm_pruner_lora</a>",
+                     landing) and landing.count("best:") == 1
 
 
 def test_landing_leader_comes_from_the_paired_ranks_only() -> None:
@@ -272,7 +289,7 @@ def test_landing_leader_comes_from_the_paired_ranks_only() -> None:
 
 
 def test_reproduce_commands_and_the_dirty_warning(results: Path, tmp_path: Path) -> None:
-    from bench.site_pages import reproduce
+    from bench.site_run import reproduce
 
     run = example_run("m", "wanda", "2of4", 30.0)
     run["code"] = {"git_commit": "a" * 40, "git_dirty": True}

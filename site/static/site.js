@@ -62,6 +62,15 @@
     form.addEventListener("submit", function (e) { e.preventDefault(); });
   }
 
+  var groups = document.getElementById("groups");
+  if (groups && runs) {
+    groups.addEventListener("change", function (e) {
+      var g = e.target.getAttribute("data-group");
+      if (g) runs.classList.toggle("show-" + g, e.target.checked);
+    });
+    groups.addEventListener("submit", function (e) { e.preventDefault(); });
+  }
+
   if (window.Plotly) {
     document.querySelectorAll("div.plot[data-spec]").forEach(function (div) {
       var spec = JSON.parse(document.getElementById(div.getAttribute("data-spec")).textContent);
