@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench import outputs, site_pages, site_plots, site_run, site_schema
+from bench import equal_speed, outputs, site_pages, site_plots, site_run, site_schema
 from bench.packages import REPO_ROOT
 from bench.results import SCHEMA_VERSION, load_all
 from bench.compare import run_stats
@@ -221,10 +221,11 @@ def render_pages(runs: list[dict[str, Any]], rows: list[dict[str, Any]],
                  speed: dict[str, dict[str, Any]],
                  checks: dict[str, dict[str, Any]] | None = None,
                  cards: dict[str, dict[str, Any]] | None = None,
-                 grid: dict[str, str] | None = None) -> dict[str, str]:
+                 grid: dict[str, str] | None = None,
+                 equal: list[dict[str, Any]] | None = None) -> dict[str, str]:
     """Every page of the site (relative path -> text) from the runs, their rows, the speed
     records and the CUDA check records; `grid` (configfile, results) goes into the run pages'
-    reproduce commands."""
+    reproduce commands; `equal`: the equal-speed comparisons (bench/equal_speed.py)."""
     env = _env()
     common = {"n_runs": len(rows), "primary": PRIMARY, "schema_version": SCHEMA_VERSION,
               "newest": max((r["created_at"] for r in rows), default=None)}
@@ -236,6 +237,7 @@ def render_pages(runs: list[dict[str, Any]], rows: list[dict[str, Any]],
     cols = site_schema.columns(rows)
     files = {
         "index.html": page("index.html.j2", "index.html", models=site_pages.landing(rows),
+                           equal_speed=site_pages.equal_speed(equal or []),
                            speed=speed_sections(speed), checks=check_sections(checks or {})),
         "leaderboard.html": page("leaderboard.html.j2", "leaderboard.html",
                                  table=site_pages.table(rows, cols)),
@@ -333,7 +335,8 @@ def _build(results_dir: Path, out_dir: Path, pd: Any, grid: dict[str, str]) -> N
     header = cols + [k for k in (list(rows[0]) if rows else []) if k not in cols]
     csv = pd.DataFrame(rows, columns=header or ["model", "method", "pattern"])
     files: dict[str, str | bytes] = {
-        **render_pages(runs, rows, speed, checks, cards, grid),
+        **render_pages(runs, rows, speed, checks, cards, grid,
+                       equal_speed.comparisons(Path(results_dir), rows)),
         **_examples_files(Path(results_dir), runs),
         "runs.json": json.dumps(rows, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n",
         "runs.csv": csv.to_csv(index=False, lineterminator="\n"),

@@ -172,6 +172,28 @@ def natural(name: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
+def _speed_text(row: dict[str, Any]) -> str:
+    return (f"{row['speedup_prefill']:.2f}x ({row['speedup_prefill_min']:.2f}-"
+            f"{row['speedup_prefill_max']:.2f}) / {row['speedup_decode']:.2f}x "
+            f"({row['speedup_decode_min']:.2f}-{row['speedup_decode_max']:.2f})")
+
+
+def equal_speed(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The equal-speed comparisons (bench/equal_speed.py) as table rows, pretrained models
+    first: both runs with their speedups (per-round range), ppl, the paired 95 % interval of
+    the ppl difference and the verdict."""
+    out = []
+    for e in sorted(entries, key=lambda e: (bool(e["runs"][0]["trained_here"]), e["model"])):
+        a, b = e["runs"]
+        iv = e["interval"]
+        out.append({"model": e["model"], "verdict": e["verdict"],
+                    "diff": "–" if iv is None else f"{iv[0]:+,.2f} [{iv[1]:+,.2f}, {iv[2]:+,.2f}]",
+                    "runs": [{"name": f"{r['method']} {r['pattern']}", "href": run_page(r),
+                              "training": r["training"],
+                              "speed": _speed_text(r), "ppl": short(r[PPL])} for r in (a, b)]})
+    return out
+
+
 def methods_context(rows: list[dict[str, Any]], cards: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Methods in the results with their card (results/methods: paper, description, training,
     capabilities, defaults) and the protocol document rendered from markdown (raw HTML off)."""

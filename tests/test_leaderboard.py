@@ -5,9 +5,11 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from bench import examples
 from bench.leaderboard import build_site, main
 from bench.method_cards import card_path, write_card
 from bench.results import example_run, run_path, write_run
@@ -51,6 +53,7 @@ def test_build_site_content(results: Path, tmp_path: Path) -> None:
         assert (out / rel).is_file(), rel
     html = index.read_text()
     assert 'href="static/style.css"' in html and "http://" not in html and "https://" not in html
+    assert '<section id="equal-speed">' in html          # structured runs' speeds compared
     smol = _landing(html, "smollm2-135m")
     # no per-example records, so no paired interval: no leader is named from raw perplexities
     assert re.search(r"unstructured-50</span> <small>one-shot</small>\s+not ranked yet", smol) and "best:" not in smol
@@ -212,10 +215,6 @@ def write_paired_results(res: Path) -> None:
     """Runs of model "m" at 2of4 with per-example records whose intervals are known by
     construction: wanda and sparsegpt tied, magnitude far behind and at chance on zero-shot,
     llm_pruner_lora (recovery training) clearly ahead of all; each method's card written."""
-    import numpy as np
-
-    from bench import examples
-    from bench.method_cards import card_path, write_card
     from tests.test_compare import _record
 
     rng = np.random.default_rng(0)
