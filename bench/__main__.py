@@ -151,8 +151,10 @@ def _cmd_speed(args: argparse.Namespace) -> None:
 def _cmd_compare(args: argparse.Namespace) -> None:
     from bench.compare import compare, table
 
+    methods = args.methods.split(",") if args.methods else None
     for metric in args.metric or ["ppl", "kl", "zeroshot", "flips"]:
-        sys.stdout.write(table(compare(Path(args.results), args.model, args.pattern, metric)) + "\n\n")
+        sys.stdout.write(table(compare(Path(args.results), args.model, args.pattern, metric,
+                                       methods)) + "\n\n")
 
 
 def _cmd_method_card(args: argparse.Namespace) -> None:
@@ -240,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pattern", required=True)
     s.add_argument("--metric", action="append", choices=("ppl", "kl", "zeroshot", "acc_norm", "flips"),
                    help="repeat for several (default: ppl, kl, zeroshot, flips)")
+    s.add_argument("--methods", default=None, help="comma-separated: compare and rank only these "
+                   "(e.g. one training group, as the leaderboard does)")
     s.add_argument("--results", default="results")
     s.set_defaults(fn=_cmd_compare)
     s = sub.add_parser("method-card", help="snapshot a method's description, defaults and "

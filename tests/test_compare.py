@@ -105,6 +105,18 @@ def test_missing_records_are_one_line(tmp_path, results) -> None:
         compare.compare(results, "m", "4of8", "ppl")
 
 
+def test_a_subset_is_ranked_on_its_own(results) -> None:
+    """`methods` (a training group, or --methods on the command line) ranks only those: without
+    its twin, "good" is the sole best, "1" and not "1="."""
+    rows = {r.method: r for r in compare.compare(results, "m", "2of4", "ppl", ["good", "bad"])["rows"]}
+    assert set(rows) == {"good", "bad"} and rows["good"].rank == 1 and not rows["good"].tied_with_best
+    out = subprocess.run([sys.executable, "-m", "bench", "compare", "--model", "m", "--pattern",
+                          "2of4", "--metric", "ppl", "--methods", "good,bad", "--results",
+                          str(results)], capture_output=True, text=True, cwd=REPO_ROOT,
+                         check=True).stdout
+    assert "twin" not in out and "\n1 " in out and "1=" not in out.split("paired percentile")[0]
+
+
 def test_cli_prints_the_table(results) -> None:
     out = subprocess.run([sys.executable, "-m", "bench", "compare", "--model", "m", "--pattern",
                           "2of4", "--results", str(results)], capture_output=True, text=True,
