@@ -120,6 +120,7 @@ def landing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "baseline_note": first["baseline_note"], "n_runs": len(mine),
                     "dense_ppl": "–" if not dense or dense.get(PPL) is None else f"{dense[PPL]:,.2f}",
                     "dense_acc": "–" if not dense or dense.get(ACC) is None else f"{100 * dense[ACC]:.1f}",
+                    "chance": dict(chance_levels(mine)).get(model),
                     "dense_acc_title": _stderr_title(dense) if dense else "",
                     "dense_href": run_page(dense) if dense else None,
                     "patterns": patterns, "best": best, "matrix": matrix})

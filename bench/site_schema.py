@@ -125,14 +125,18 @@ MISSING = {"rank": "not ranked: the run has no per-example records, or fewer tha
 
 
 def interval_line(col: Column, row: dict[str, Any]) -> str:
-    """The paired 95 % interval printed under a cell (visible without hovering): the change
-    against dense of perplexity (in % of the dense ppl) and of the zero-shot average (points)."""
+    """The second line printed under a cell (visible without hovering): the paired 95 % interval
+    of the change against dense of perplexity (in % of the dense ppl) and of the zero-shot
+    average (points); for a measured speedup, the range of its single rounds."""
     if col.key == "delta_ppl/wiki_pct" and row.get("ppl_vs_dense_lo") is not None \
             and row.get("dense_ppl/wiki"):
         ref = row["dense_ppl/wiki"]
         return f"{100 * row['ppl_vs_dense_lo'] / ref:+.1f} to {100 * row['ppl_vs_dense_hi'] / ref:+.1f}%"
     if col.key == "zeroshot/average/acc" and row.get("zeroshot_vs_dense_lo") is not None:
         return f"{100 * row['zeroshot_vs_dense_lo']:+.1f} to {100 * row['zeroshot_vs_dense_hi']:+.1f}"
+    if col.fmt == "speedup" and row.get("speedup_rounds"):
+        return (f"rounds {row['speedup_prefill_min']:.2f}-{row['speedup_prefill_max']:.2f} / "
+                f"{row['speedup_decode_min']:.2f}-{row['speedup_decode_max']:.2f}")
     return ""
 
 
