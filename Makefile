@@ -25,7 +25,8 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
-test: setup browser     ## set up, then every test (slow end-to-end and browser ones included)
+test: setup browser     ## set up, then the workflow's lint and every test (slow end-to-end and browser ones included)
+	$(BIN)/snakemake --lint
 	$(BIN)/python -m pytest -q -m "not slurm" tests
 
 test-fast: setup browser

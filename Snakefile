@@ -26,8 +26,8 @@ sys.path.insert(0, workflow.basedir)
 from bench.config import load_config, plan, seed_runs, with_seed  # noqa: E402
 from bench.speed_run import targets as speed_targets  # noqa: E402
 from bench.workflow import (  # noqa: E402
-    grid_configfile, job_resources, job_threads, method_source, prepare_inputs, prune_inputs,
-    train_recipe, write_effective_config)
+    grid_configfile, job_resources, job_threads, method_source, pin_work_dirs, prepare_inputs,
+    prune_inputs, site_sources, train_recipe, write_effective_config)
 
 if not config:
     configfile: "config/config.yaml"
@@ -41,13 +41,7 @@ if DROPPED:  # layer-wise x structured and structured x N:M combinations, by des
 # Every job keeps its caches in THIS working directory's work/ (the rules' outputs), also under
 # --directory, so the `python -m bench` commands the rules run are pointed at it. Downloaded
 # wheels (pinned, immutable) are shared with the checkout's work/wheels.
-WORK = os.path.abspath("work")
-if os.environ.get("PRUNEBENCH_WORK", WORK) != WORK:
-    sys.stderr.write(f"PruneBench: the workflow keeps its caches in {WORK}; PRUNEBENCH_WORK="
-                     f"{os.environ['PRUNEBENCH_WORK']} applies to direct `python -m bench` calls "
-                     "only (use --directory to move the workflow)\n")
-os.environ["PRUNEBENCH_WORK"] = WORK
-os.environ.setdefault("PRUNEBENCH_WHEELS", os.path.join(workflow.basedir, "work", "wheels"))
+WORK = pin_work_dirs(os.path.abspath("work"), os.path.join(workflow.basedir, "work", "wheels"))
 
 CONFIG_JSON = write_effective_config(CFG)
 SEED_RUNS = seed_runs(CFG, RUNS)
@@ -66,9 +60,17 @@ RUN_FILES = [f"{RESULTS}/runs/{r.model}/{r.method}/{r.pattern}{ext}" for r in RU
 SPEED_FILES = [f"{RESULTS}/speed/{t}.json" for t in speed_targets(CFG)]
 SEED_FILES = [f"{RESULTS}/{r.stem}{ext}" for r in SEED_RUNS for ext in (".json", ".examples.json.gz")]
 CARD_FILES = [f"{RESULTS}/methods/{m}.json" for m in sorted({r.method for r in RUNS})]
+# what else the site reads: the CUDA check records, templates, assets and docs/protocol.md
+SITE_SOURCES = site_sources(RESULTS, workflow.basedir)
 
+# the names a path segment may take (model keys and methods as the config schema and the
+# registry allow them, canonical pattern slugs as methods.base.parse_pattern reads them)
 wildcard_constraints:
     seed=r"\d+",
+    model=r"[A-Za-z0-9_.-]+",
+    target=r"[A-Za-z0-9_.-]+",
+    method=r"[A-Za-z0-9_]+",
+    pattern=r"dense|(un)?structured-[0-9.]+|[0-9]+of[0-9]+",
 
 include: "rules/data.smk"
 include: "rules/prune.smk"

@@ -11,11 +11,37 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from bench.packages import REPO_ROOT
 from methods import registry
+
+
+def pin_work_dirs(work: str, wheels: str) -> str:
+    """Point the jobs' `python -m bench` commands at the workflow's own caches: PRUNEBENCH_WORK
+    becomes `work` (a different value set by the user applies to direct calls only, and is
+    reported), PRUNEBENCH_WHEELS defaults to the checkout's shared wheel store. Returns `work`."""
+    old = os.environ.get("PRUNEBENCH_WORK", work)
+    if old != work:
+        sys.stderr.write(f"PruneBench: the workflow keeps its caches in {work}; PRUNEBENCH_WORK="
+                         f"{old} applies to direct `python -m bench` calls only (use --directory "
+                         "to move the workflow)\n")
+    os.environ["PRUNEBENCH_WORK"] = work
+    os.environ.setdefault("PRUNEBENCH_WHEELS", wheels)
+    return work
+
+
+def site_sources(results: str, basedir: str) -> list[str]:
+    """The files the site rule reads besides runs, seeds, speed records and method cards: the
+    CUDA check records present, every template and static asset, and docs/protocol.md (a change
+    to any of them rebuilds the site)."""
+    base = Path(basedir)
+    files = sorted(str(p) for p in Path(results).glob("cuda/*.json"))
+    files += sorted(str(p) for p in (base / "site").glob("templates/*") if p.is_file())
+    files += sorted(str(p) for p in (base / "site").glob("static/*") if p.is_file())
+    return files + [str(base / "docs" / "protocol.md")]
 
 
 def grid_configfile(configfiles: Sequence[str], basedir: str) -> str:

@@ -23,6 +23,7 @@ rule site:
         SEED_FILES,
         SPEED_FILES,
         CARD_FILES,
+        SITE_SOURCES,
     output:
         f"{SITE}/index.html",
     params:

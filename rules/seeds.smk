@@ -15,6 +15,8 @@ rule calib_seed:
         gpu=0,
         mem_mb=RES("calib", "mem_mb"),
         runtime=RES("calib", "runtime"),
+    conda:
+        "envs/prunebench.yaml"
     shell:
         "{params.py:q} -m bench calib --model {wildcards.model:q} --config {params.config:q} "
         "--out {output:q} > {log:q} 2>&1"
@@ -43,6 +45,8 @@ rule prune_seed:
         gpu=RES("prune", "gpu"),
         mem_mb=RES("prune", "mem_mb"),
         runtime=RES("prune", "runtime"),
+    conda:
+        "envs/prunebench.yaml"
     shell:
         "(test -f {params.calib:q} || {params.py:q} -m bench calib --model {wildcards.model:q} "
         "--config {params.config:q} --out {params.calib:q}) > {log:q} 2>&1 && "
@@ -69,6 +73,8 @@ rule evaluate_seed:
         gpu=RES("evaluate", "gpu"),
         mem_mb=RES("evaluate", "mem_mb"),
         runtime=RES("evaluate", "runtime"),
+    conda:
+        "envs/prunebench.yaml"
     shell:
         "{params.py:q} -m bench evaluate --checkpoint {input:q} --out {output.run:q} "
         "--config {params.config:q} --quiet > {log:q} 2>&1"
