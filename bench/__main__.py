@@ -25,7 +25,7 @@ log = logging.getLogger("bench")
 
 def _cmd_list(args: argparse.Namespace) -> None:
     from bench.adapters import ADAPTERS
-    from bench.models import load_zoo
+    from bench.zoo import load_zoo
     from methods import registry
     from methods.base import PATTERN_FORMS
 
@@ -64,10 +64,10 @@ def _cmd_plan(args: argparse.Namespace) -> None:
 def _cmd_prepare(args: argparse.Namespace) -> None:
     from bench import models, outputs
     from bench.config import load_config
-    from bench.packages import REPO_ROOT
+    from bench.zoo import model_provenance, spec_for
 
     cfg = load_config(args.config)
-    spec = models.get_spec(args.model, models.load_zoo(REPO_ROOT / cfg["zoo"]))
+    spec = spec_for(cfg, args.model)
     if not args.out:
         sys.stdout.write(f"{models.prepare(spec)}\n")
         return
@@ -75,7 +75,7 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
                        lambda p: outputs.json_object_with(p, ("key", "path"))) as claim:
         where = models.prepare(spec)
         marker = {"key": spec.key, "path": str(where), "provenance":
-                  models.model_provenance(Path(where)) if isinstance(where, Path) else {}}
+                  model_provenance(Path(where)) if isinstance(where, Path) else {}}
         claim.tmp.write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
     sys.stdout.write(f"{where}\n")
 

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from bench import data, models, outputs
-from bench.packages import REPO_ROOT, work_dir
+from bench.packages import work_dir
+from bench.zoo import spec_for
 from methods.base import PruneBenchError
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def tokenizer_digest(tok: Any) -> str:
 def _tokenizer(model_key: str, cfg: dict[str, Any]) -> Any:
     from transformers import AutoTokenizer
 
-    spec = models.get_spec(model_key, models.load_zoo(REPO_ROOT / cfg["zoo"]))
+    spec = spec_for(cfg, model_key)
     return AutoTokenizer.from_pretrained(models.prepare(spec))
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from bench import fits, models, outputs
 from bench.adapters import adapter_for
 from bench.packages import REPO_ROOT, sha256_bytes, sha256_file
+from bench.zoo import load_zoo
 from methods import registry
 from methods.base import PruneBenchError, parse_pattern
 
@@ -150,7 +151,7 @@ def verify_against_zoo(record: dict[str, Any], where: Path, cfg: dict[str, Any])
     record names, plus the config's sequence lengths against it; returns the config. Reads no
     weights, so it runs before any model is loaded."""
     key = str(record["model"].get("key"))
-    zoo = models.load_zoo(REPO_ROOT / cfg["zoo"])
+    zoo = load_zoo(REPO_ROOT / cfg["zoo"])
     if key not in zoo:
         raise PruneBenchError(f"checkpoint {where}: prune.json names model '{key}', which is not "
                               f"in the zoo {cfg['zoo']}")

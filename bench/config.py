@@ -15,8 +15,9 @@ from typing import Any
 import jsonschema
 import yaml
 
-from bench import fits, models
+from bench import fits
 from bench.packages import REPO_ROOT
+from bench.zoo import get_spec, load_zoo, read_yaml  # noqa: F401 (read_yaml: config files too)
 from methods import registry
 from methods.base import PruneBenchError, parse_pattern
 
@@ -40,17 +41,6 @@ class Run:
     @property
     def id(self) -> str:
         return f"{self.model}/{self.method}/{self.pattern}"
-
-
-def read_yaml(path: Path, what: str) -> Any:
-    """Parse a YAML file; a missing file or bad YAML is one clear line."""
-    if not path.is_file():
-        raise PruneBenchError(f"{what} not found: {path}")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0]
-        raise PruneBenchError(f"{what} {path}: not valid YAML: {first}") from None
 
 
 def load_config(source: str | Path | dict | None = None) -> dict[str, Any]:
@@ -81,8 +71,6 @@ def load_config(source: str | Path | dict | None = None) -> dict[str, Any]:
 
 
 def _check_semantics(cfg: dict[str, Any]) -> None:
-    from bench.models import load_zoo, get_spec
-
     zoo = load_zoo(REPO_ROOT / cfg["zoo"])
     for key in cfg["models"]:
         get_spec(key, zoo)
@@ -115,7 +103,7 @@ def plan(cfg: dict[str, Any]) -> tuple[list[Run], list[tuple[Run, str]]]:
     Decided from each model's config, before any job: a sequence length beyond a model's
     positions is a config error; an N:M pattern whose M does not divide a layer's width drops
     that model's cells of the pattern (bench.fits)."""
-    zoo = models.load_zoo(REPO_ROOT / cfg["zoo"])
+    zoo = load_zoo(REPO_ROOT / cfg["zoo"])
     methods = {name: registry.create(name, params) for name, params in cfg["methods"].items()}
     nm = any(parse_pattern(slug).kind == "nm" for slug in cfg["patterns"])
     runs: list[Run] = []

@@ -25,6 +25,11 @@ from typing import Any, ClassVar
 import pytest
 import torch
 
+from bench.config import load_config, plan, read_yaml
+from bench.packages import REPO_ROOT
+from bench.pipeline import evaluate, prune
+from bench.results import load_run, validate_run
+from bench.zoo import ARCHS
 from methods import registry
 from methods.base import LayerStats, LayerwiseMethod, Method, PruneBenchError, parse_pattern
 
@@ -37,9 +42,6 @@ TINY_MODELS = {"llama": "tiny-llama", "opt": "tiny-opt", "mamba": "tiny-mamba"}
 
 def smoke_config() -> dict[str, Any]:
     """config/smoke.yaml as parsed YAML (the protocol the contract runs end to end)."""
-    from bench.config import read_yaml
-    from bench.packages import REPO_ROOT
-
     return read_yaml(REPO_ROOT / "config" / "smoke.yaml", "smoke config")
 
 
@@ -70,7 +72,7 @@ class MethodContract:
 
     method: ClassVar[str] = ""
     params: ClassVar[dict[str, Any]] = {}
-    archs: ClassVar[tuple[str, ...]] = ("llama", "opt", "mamba")   # tiny zoo models to run
+    archs: ClassVar[tuple[str, ...]] = ARCHS   # tiny zoo models to run (TINY_MODELS)
 
     # -- helpers ---------------------------------------------------------------------------
     def _cls(self) -> type[Method]:
@@ -113,8 +115,6 @@ class MethodContract:
 
     # -- the grid ----------------------------------------------------------------------------
     def test_one_config_line_plans_the_declared_runs(self) -> None:
-        from bench.config import load_config, plan
-
         raw = smoke_config()
         raw["methods"] = {self.method: dict(self.params)}
         raw["patterns"] = [p for k, p in E2E_PATTERN.items() if k != "dense"]
@@ -128,10 +128,6 @@ class MethodContract:
 
     # -- end to end ----------------------------------------------------------------------------
     def test_end_to_end_on_tiny_models(self, tmp_path: Path) -> None:
-        from bench.config import load_config
-        from bench.pipeline import evaluate, prune
-        from bench.results import load_run, validate_run
-
         raw = smoke_config()
         raw["methods"] = {self.method: dict(self.params)}
         raw["results_dir"] = str(tmp_path / "results")

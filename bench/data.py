@@ -13,7 +13,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench import outputs
 from bench.packages import sha256_bytes, unpacked, work_dir
 
 log = logging.getLogger(__name__)
@@ -217,13 +217,6 @@ def _build(name: str) -> Corpus:
     return Corpus(name, text, sha256_bytes(text.encode("utf-8")), len(docs), tuple(sources))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def load_corpus(name: str) -> Corpus:
     """Return corpus `name`, building and caching it under work/corpora/ on first use."""
     if name not in _RECIPES:
@@ -237,11 +230,11 @@ def load_corpus(name: str) -> Corpus:
                           tuple(meta["sources"]))
         log.warning("corpus cache %s is stale or corrupt; rebuilding", txt)
     corpus = _build(name)
-    _atomic_write(txt, corpus.text.encode("utf-8"))
+    outputs.replace_bytes(txt, corpus.text.encode("utf-8"))
     meta = {"name": name, "recipe_version": RECIPE_VERSION, "sha256": corpus.sha256,
             "n_docs": corpus.n_docs, "n_chars": len(corpus.text),
             "n_words": len(corpus.text.split()), "sources": list(corpus.sources)}
-    _atomic_write(meta_path, json.dumps(meta, indent=1).encode("utf-8"))
+    outputs.replace_bytes(meta_path, json.dumps(meta, indent=1).encode("utf-8"))
     return corpus
 
 
@@ -275,11 +268,8 @@ def save_calibration(path: Path, input_ids: torch.Tensor, meta: dict) -> None:
     bad = [k for k, v in meta.items() if not (isinstance(k, str) and isinstance(v, str))]
     if bad:
         raise ValueError(f"calibration meta must map str -> str; bad keys: {bad}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({"input_ids": input_ids.contiguous()}, str(tmp), metadata=dict(meta))
-    os.replace(tmp, path)
+    with outputs.replacing(path) as tmp:
+        save_file({"input_ids": input_ids.contiguous()}, str(tmp), metadata=dict(meta))
 
 
 def safetensors_metadata(path: Path) -> dict[str, str] | None:

@@ -11,9 +11,8 @@ import argparse
 import logging
 from typing import Any
 
-from bench import models
 from bench.config import load_config
-from bench.packages import REPO_ROOT
+from bench.zoo import spec_for
 from methods.base import Pattern, parse_pattern
 
 
@@ -31,5 +30,4 @@ def setup(args: argparse.Namespace) -> tuple[dict[str, Any], Pattern, Any]:
     """Logging on; (config, pattern, zoo spec of --model), all validated before any work."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = load_config(args.config)
-    return cfg, parse_pattern(args.pattern), models.get_spec(
-        args.model, models.load_zoo(REPO_ROOT / cfg["zoo"]))
+    return cfg, parse_pattern(args.pattern), spec_for(cfg, args.model)

@@ -19,12 +19,13 @@ from bench.adapters import adapter_for
 from bench.materialize import random_config
 from bench.packages import work_dir
 from bench.speed_shapes import GRID_CONFIGS, grid_config, meta_model
+from bench.zoo import ModelSpec, model_provenance
 from methods.base import Method, Pattern, PruneBenchError
 
 log = logging.getLogger(__name__)
 
 
-def zoo_config(spec: models.ModelSpec) -> Any | None:
+def zoo_config(spec: ModelSpec) -> Any | None:
     """The transformers config of zoo model `spec` (see the module doc); None when unknown."""
     from transformers import AutoConfig
 
@@ -36,7 +37,7 @@ def zoo_config(spec: models.ModelSpec) -> Any | None:
             return random_config(spec)
         if kind == "pypi_gguf":
             cached = work_dir() / "models" / spec.key
-            prov = models.model_provenance(cached) if (cached / "config.json").is_file() else {}
+            prov = model_provenance(cached) if (cached / "config.json").is_file() else {}
             if prov.get("source", {}).get("file") == spec.source["file"]:
                 return AutoConfig.from_pretrained(cached)
             return grid_config(spec.key) if spec.key in GRID_CONFIGS else None

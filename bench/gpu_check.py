@@ -39,7 +39,8 @@ from tqdm.auto import tqdm
 from bench import gpu_block, gpu_speed, outputs, results, speed
 from bench.calibration import load_calibration_for
 from bench.config import load_config, plan, read_yaml
-from bench.models import get_spec, load_zoo, prepare
+from bench.models import prepare
+from bench.zoo import get_spec, load_zoo
 from bench.packages import REPO_ROOT
 from bench.pipeline import evaluate
 from bench.pipeline import prune as prune_run

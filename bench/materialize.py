@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from bench import outputs
-from bench.models import TOKENIZER_FILES, ModelSpec, _resolve, model_provenance
+from bench.zoo import TOKENIZER_FILES, ModelSpec, model_provenance, resolve
 from bench.packages import sha256_file, unpacked, work_dir
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def random_config(spec: ModelSpec, tok: Any = None) -> Any:
     from transformers import AutoConfig, AutoTokenizer
 
     if tok is None:
-        tok = AutoTokenizer.from_pretrained(_resolve(spec.source["tokenizer"]))
+        tok = AutoTokenizer.from_pretrained(resolve(spec.source["tokenizer"]))
     cfg_kwargs = dict(spec.source["config"])
     model_type = cfg_kwargs.pop("model_type")
     cfg_kwargs.setdefault("vocab_size", len(tok))
@@ -137,7 +137,7 @@ def prepare_random(spec: ModelSpec) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer, __version__ as tf_version
 
     src = spec.source
-    tok_dir = _resolve(src["tokenizer"])
+    tok_dir = resolve(src["tokenizer"])
     if not tok_dir.is_dir():
         raise FileNotFoundError(f"model '{spec.key}': tokenizer dir {tok_dir} does not exist")
     out = work_dir() / "models" / spec.key

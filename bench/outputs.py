@@ -14,6 +14,12 @@ The work writes into `Claim.tmp`, a name unique to the process (`.NAME.PID.RANDO
 target's own folder, so the final rename is atomic. Every failure path (an exception, Ctrl-C,
 SIGTERM, which the CLI turns into SystemExit) removes the temporary and the lock; temporaries
 of killed writers are removed by the next writer of the same target.
+
+Caches the tool keeps for itself under work/ (corpora, calibration ids, unpacked task data,
+training checkpoints, effective configs) need no claim, only an atomic replace: `replacing`
+hands out a per-process temporary beside the file and renames it over the file when the block
+ends cleanly (`replace_text`, `replace_bytes` for the common case). Every atomic write in the
+project goes through one of these two doors.
 """
 from __future__ import annotations
 
@@ -244,6 +250,37 @@ def write_text(target: Path | str, text: str, what: str, owned: Owned | None = N
             f.flush()
             os.fsync(f.fileno())
     return Path(target)
+
+
+@contextmanager
+def replacing(path: Path | str) -> Iterator[Path]:
+    """A temporary (`.NAME.PID.tmp`, its parent created) to write a cache file into; renamed over
+    `path` when the block ends cleanly, removed when it raises. For the tool's own caches: a
+    location a user names goes through `claim`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _remove(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists() or tmp.is_symlink():
+            _remove(tmp)
+
+
+def replace_text(path: Path | str, text: str) -> Path:
+    """Write a cache file's text atomically (see `replacing`)."""
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def replace_bytes(path: Path | str, data: bytes) -> Path:
+    """Write a cache file's bytes atomically (see `replacing`)."""
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def create_new(path: Path, text: str, what: str) -> None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+from bench import outputs
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +77,12 @@ def unpacked(package: str, version: str) -> Path:
         raise FileExistsError(f"{dest} exists but was not unpacked by PruneBench (no .unpacked "
                               f"marker); move it away")
     wheel = fetch_wheel(package, version)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        with zipfile.ZipFile(wheel) as zf:
-            zf.extractall(tmp)
-        (tmp / ".unpacked").write_text(wheel.name + "\n")
-        try:
-            os.replace(tmp, dest)
-        except OSError:
-            if not marker.exists():                     # not another process's finished copy
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with outputs.replacing(dest) as tmp:
+            with zipfile.ZipFile(wheel) as zf:
+                zf.extractall(tmp)
+            (tmp / ".unpacked").write_text(wheel.name + "\n")
+    except OSError:
+        if not marker.exists():                         # not another process's finished copy
+            raise
     return dest

@@ -30,6 +30,7 @@ from bench.config import load_config
 from bench.engine import prune_layerwise, validate_layers
 from bench.evaluate import check_finite_weights, check_pattern, measure_sparsity, perplexity
 from bench.packages import REPO_ROOT
+from bench.zoo import get_spec, load_zoo, model_provenance, spec_for
 from methods import registry
 from methods.base import LayerwiseMethod, MethodError, ModelMethod, PruneBenchError, parse_pattern
 
@@ -92,8 +93,8 @@ def prune(model_key: str, method_name: str, pattern_slug: str, out: Path,
     refused when it is not a checkpoint this tool wrote, locked against concurrent writers)."""
     cfg = load_config(config)
     _setup(cfg, progress)
-    zoo = models.load_zoo(REPO_ROOT / cfg["zoo"])
-    spec = models.get_spec(model_key, zoo)
+    zoo = load_zoo(REPO_ROOT / cfg["zoo"])
+    spec = get_spec(model_key, zoo)
     pattern = parse_pattern(pattern_slug)
     check_params(params)
     method = registry.create(method_name, {**cfg["methods"].get(method_name, {}), **(params or {})})
@@ -149,7 +150,7 @@ def _prune_info(spec: Any, model: Any, adapter: Any, method: Any, pattern: Any,
     return {
         "model": {"key": spec.key, "arch": spec.arch, "source": spec.source,
                   "trained_here": spec.trained_here, "n_layers": len(adapter.blocks(model)),
-                  "provenance": models.model_provenance(Path(source)) if isinstance(source, Path) else {}},
+                  "provenance": model_provenance(Path(source)) if isinstance(source, Path) else {}},
         "method": {"name": method.name, "params": method.params_dict(), "kind": method.kind,
                    "origin": registry.origin(method.name),
                    **({"sequential": method.sequential} if isinstance(method, LayerwiseMethod)
@@ -278,7 +279,7 @@ def _measure(checkpoint: Path, info: dict[str, Any], pattern: Any, cfg: dict[str
 def _dense(info: dict[str, Any], cfg: dict[str, Any], dtype: torch.dtype,
            device: torch.device) -> Any:
     """The dense model a run was pruned from (the KL reference), from the prepared cache."""
-    spec = models.get_spec(info["model"]["key"], models.load_zoo(REPO_ROOT / cfg["zoo"]))
+    spec = spec_for(cfg, info["model"]["key"])
     dense, _ = models.load_model(models.prepare(spec), dtype)
     return dense.to(device)
 

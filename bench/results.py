@@ -21,6 +21,7 @@ from typing import Any
 import jsonschema
 
 from bench import outputs
+from bench.zoo import ARCHS
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ RUN_SCHEMA: dict[str, Any] = {
     **_obj({
         "schema_version": {"const": SCHEMA_VERSION},
         "model": _obj({
-            "key": _STR, "arch": {"enum": ["llama", "opt", "mamba"]},
+            "key": _STR, "arch": {"enum": list(ARCHS)},
             "source": {"type": "object", "required": ["kind"]},
             "trained_here": {"type": "boolean"}, "n_layers": {"type": "integer", "minimum": 1}}),
         "method": _obj({

@@ -25,14 +25,14 @@ from torch import nn
 from transformers import (AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM,
                           MambaConfig, MambaForCausalLM, OPTConfig, OPTForCausalLM)
 
+from bench.adapters import adapter_by_arch
+from bench.slicing import resize_block
+
 log = logging.getLogger(__name__)
 
 
 def _apply_layer_units(model: nn.Module, arch: str) -> None:
     """Slice each block of a freshly built model down to config.layer_units (first units kept)."""
-    from bench.adapters import adapter_by_arch
-    from bench.structure import resize_block
-
     units = getattr(model.config, "layer_units", None)
     if not units:
         return

@@ -22,11 +22,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench import models, outputs, results, speed
+from bench import latency, models, outputs, results, speed
 from bench.adapters import adapter_for
 from bench.packages import REPO_ROOT
 from bench.speed_shapes import (PAPER_CONFIGS, LinearShape, grid_config, linear_shapes, meta_model,
                                 paper_config, random_model)
+from bench.zoo import spec_for
 from methods.base import PruneBenchError
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def _target_model(target: str, cfg: dict[str, Any], weights: str = "real"
         raise PruneBenchError(f"unknown weights '{weights}' (one of {', '.join(WEIGHTS)})")
     if target in PAPER_CONFIGS and target not in cfg["models"]:
         return meta_model(paper_config(target)), "paper_config"
-    spec = models.get_spec(target, models.load_zoo(REPO_ROOT / cfg["zoo"]))
+    spec = spec_for(cfg, target)
     if weights == "random" and spec.kind != "random":     # a "random" zoo model already is
         local = str(models.prepare(spec)) if spec.kind == "local" else None   # no download
         return random_model(grid_config(target, local), settings_of(cfg)["seed"]), "model"
@@ -142,8 +143,6 @@ def e2e_cases(model: nn.Module, s: dict[str, Any], device: torch.device, *,
 def _e2e_backend(dense: nn.Module, backend: str, case: dict[str, Any], e: dict[str, Any],
                  seed: int, device: torch.device, make_sparse: speed.SparseMaker,
                  progress: bool) -> list[dict[str, Any]]:
-    from bench import latency
-
     sparse = copy.deepcopy(dense)
     swapped = sparsify_model(sparse, backend, make_sparse)
     ids = torch.randint(0, dense.config.vocab_size, (1, case["prompt_len"]),

@@ -16,10 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench import data, models, outputs
-from bench.adapters import ArchAdapter
-from bench.packages import REPO_ROOT, work_dir
+from bench import data, level_db, models, outputs
+from bench import latency as lat
+from bench.adapters import ArchAdapter, adapter_for
+from bench.calibration import load_calibration_for
+from bench.packages import work_dir
 from bench.structure import describe, structured_params
+from bench.zoo import spec_for
+from methods import registry
 from methods.base import ModelData, Pattern, PruneBenchError
 
 log = logging.getLogger(__name__)
@@ -48,13 +52,8 @@ def level_db_path(model_key: str) -> Path:
 def build_level_db(model_key: str, cfg: dict[str, Any], out: Path | None = None,
                    progress: bool = True) -> Path:
     """DarwinLM's level database of a zoo model on its calibration ids (bench.level_db)."""
-    from bench import level_db
-    from bench.adapters import adapter_for
-    from bench.calibration import load_calibration_for
-    from methods import registry
-
     percdamp = registry.create("darwinlm", cfg["methods"].get("darwinlm", {})).params.percdamp
-    spec = models.get_spec(model_key, models.load_zoo(REPO_ROOT / cfg["zoo"]))
+    spec = spec_for(cfg, model_key)
     default = out is None
     out = Path(out) if out else level_db_path(model_key)
     outputs.check_target(out, "level database" if default else "--out", "file",
@@ -97,9 +96,7 @@ def latency(model: nn.Module, model_key: str, cfg: dict[str, Any], dtype: torch.
     settings = cfg["evaluation"].get("latency")
     if not settings:
         return None
-    from bench import latency as lat
-
-    spec = models.get_spec(model_key, models.load_zoo(REPO_ROOT / cfg["zoo"]))
+    spec = spec_for(cfg, model_key)
     source = models.prepare(spec)
     dense, _ = models.load_model(source, dtype)
     dense.to(next(model.parameters()).device)

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from bench import mamba_scan, outputs
 from bench.data import eval_token_ids, load_corpus
 from bench.packages import work_dir
 from methods.base import PruneBenchError
@@ -99,8 +100,6 @@ def build_model(r: Recipe, tokenizer) -> torch.nn.Module:
         torch.manual_seed(r.seed)
         return OPTForCausalLM(cfg)
     if r.arch == "mamba":
-        from bench import mamba_scan
-
         mamba_scan.install()  # exact scan with a hand-written backward (no mamba-ssm on CPU)
         cfg = MambaConfig(vocab_size=len(tokenizer), hidden_size=r.hidden_size,
                           num_hidden_layers=r.num_layers, state_size=r.state_size,
@@ -187,12 +186,10 @@ class Trainer:
         return value
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save({"recipe": asdict(self.r), "model": self.model.state_dict(),
-                    "opt": self.opt.state_dict(), "gen": self.gen.get_state(),
-                    "order": self.order, "state": self.state}, tmp)
-        os.replace(tmp, path)
+        with outputs.replacing(path) as tmp:
+            torch.save({"recipe": asdict(self.r), "model": self.model.state_dict(),
+                        "opt": self.opt.state_dict(), "gen": self.gen.get_state(),
+                        "order": self.order, "state": self.state}, tmp)
 
     def try_resume(self, path: Path) -> None:
         if not path.exists():
@@ -298,9 +295,7 @@ def _finish(r: Recipe, out: Path, model, corpus_sha: str, st: dict, ppl: float, 
                             "python": platform.python_version(),
                             "threads": torch.get_num_threads()},
             "command": command}
-    tmp = out / f".model_card.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(card, indent=1) + "\n")
-    os.replace(tmp, out / "model_card.json")
+    outputs.replace_text(out / "model_card.json", json.dumps(card, indent=1) + "\n")
     return card
 
 

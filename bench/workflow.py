@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from bench import outputs
 from bench.packages import REPO_ROOT
+from bench.zoo import get_spec, load_zoo
 from methods import registry
 
 
@@ -58,10 +60,7 @@ def write_effective_config(cfg: dict[str, Any], work: str = "work") -> str:
     path = Path(work) / "configs" / f"{cfg['name']}.json"
     blob = json.dumps(cfg, sort_keys=True, indent=1) + "\n"
     if not path.exists() or path.read_text() != blob:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")   # cluster jobs parse at once
-        tmp.write_text(blob)
-        tmp.replace(path)
+        outputs.replace_text(path, blob)       # atomic: cluster jobs parse at once
     return str(path)
 
 
@@ -100,8 +99,6 @@ def job_threads(method: str, pattern: str, default: int, cores: int) -> int:
 
 def prepare_inputs(model: str, zoo_path: str) -> list[str]:
     """A model trained here depends on its weights, which the `train_tiny` rule regenerates."""
-    from bench.models import get_spec, load_zoo
-
     spec = get_spec(model, load_zoo(REPO_ROOT / zoo_path))
     if spec.trained_here and spec.recipe and spec.source.get("kind") == "local":
         return [str(REPO_ROOT / spec.source["path"] / "model.safetensors")]
@@ -110,8 +107,6 @@ def prepare_inputs(model: str, zoo_path: str) -> list[str]:
 
 def train_recipe(model_dir: str, zoo_path: str) -> str:
     """The recipe of the zoo model whose local path is `model_dir` (for the train_tiny rule)."""
-    from bench.models import load_zoo
-
     for spec in load_zoo(REPO_ROOT / zoo_path).values():
         if spec.recipe and REPO_ROOT / spec.source.get("path", "") == REPO_ROOT / model_dir:
             return spec.recipe
@@ -127,8 +122,6 @@ RUNTIME = {"prepare": (20, 5), "calib": (10, 1), "prune": (30, 20), "level_db": 
 
 def model_size_b(model: str, zoo_path: str) -> float:
     """The zoo's params_b of a model (0.1 when unknown or not a zoo model, e.g. a paper config)."""
-    from bench.models import load_zoo
-
     spec = load_zoo(REPO_ROOT / zoo_path).get(model)
     return spec.params_b if spec is not None and spec.params_b else 0.1
 

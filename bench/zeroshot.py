@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from bench import checkpoint as checkpoint_mod
-from bench import models, outputs
+from bench import models, outputs, zeroshot_data
 from bench.config import load_config
 from bench.evaluate import check_finite_weights
 from methods.base import PruneBenchError
@@ -68,8 +68,6 @@ def plan(zcfg: dict[str, Any]) -> tuple[Any, dict[str, list[int]], dict[str, Any
     config; builds data once."""
     source = zcfg.get("source", "offline")
     if source == "offline":
-        from bench import zeroshot_data
-
         zeroshot_data.prepare()
     tm = _task_manager(source)
     names = [task_name(t, source) for t in zcfg["tasks"]]
@@ -116,7 +114,7 @@ def evaluate(model: Any, tok: Any, zcfg: dict[str, Any]) -> tuple[dict[str, floa
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    from bench.zeroshot_lm import PrefixSharingLM
+    from bench.zeroshot_lm import PrefixSharingLM     # lazy as lm_eval itself: it subclasses HFLM
 
     tm, ids, tasks = plan(zcfg)
     cls = PrefixSharingLM if zcfg.get("share_contexts", False) else HFLM

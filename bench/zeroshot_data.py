@@ -19,10 +19,10 @@ import gzip
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
+from bench import outputs
 from bench.packages import unpacked, work_dir
 
 log = logging.getLogger(__name__)
@@ -132,16 +132,12 @@ def prepare(out: Path | None = None) -> Path:
     for task, (split, source) in TASKS.items():
         blob = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in _rows(task))
         path = out / f"{task}.jsonl"
-        tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-        tmp.write_text(blob, encoding="utf-8")
-        os.replace(tmp, path)
+        outputs.replace_text(path, blob)
         entries[task] = {"split": split, "source": source, "rows": blob.count("\n"),
                          "sha256": hashlib.sha256(blob.encode()).hexdigest()}
         log.info("zero-shot data: %s %s, %d rows", task, split, entries[task]["rows"])
-    tmp = manifest.with_name(f"manifest.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"package": f"{PACKAGE}=={VERSION}", "tasks": entries},
-                              indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, manifest)
+    outputs.replace_text(manifest, json.dumps({"package": f"{PACKAGE}=={VERSION}", "tasks": entries},
+                                              indent=2, sort_keys=True) + "\n")
     return manifest
 
 

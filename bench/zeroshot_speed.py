@@ -16,6 +16,7 @@ import torch
 
 from bench import models, results, zeroshot
 from bench.packages import REPO_ROOT
+from bench.zoo import get_spec, load_zoo
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    spec = models.get_spec(args.model, models.load_zoo())
+    spec = get_spec(args.model, load_zoo())
     model, tok = models.load_model(models.prepare(spec), torch.float32)
     runs = {}
     for share in (False, True):

@@ -30,7 +30,7 @@ from methods.base import (Capabilities, LayerResult, LayerStats, LayerwiseMethod
                           PruneBenchError)
 from methods.masks import lowest, n_pruned
 from methods.registry import register
-from methods.sparsegpt import inverse_hessian_cholesky
+from methods.hessian import damped, inverse_hessian_cholesky, revive_dead, with_damping_retries
 
 log = logging.getLogger(__name__)
 # memory of one batched float64 solve [b, k, k] (and its Cholesky factor) is capped here: at the
@@ -145,7 +145,7 @@ def least_squares_rows(weight: torch.Tensor, hessian: torch.Tensor, keep: torch.
     w = weight.double()
     h = hessian.double()
     if damp > 0:
-        h = h + damp * torch.mean(torch.diag(h)) * torch.eye(h.shape[0], device=h.device)
+        h = damped(h, damp)
     rhs_all = w @ h                                            # [out, in] = (H w^T)^T
     out = torch.zeros_like(w)
     counts = keep.sum(dim=1)                                   # [out]
@@ -172,29 +172,28 @@ def apt_prune_group(weights: list[torch.Tensor], hessian: torch.Tensor, pattern:
     """Layers sharing `hessian`, each [out_i, in] -> one LayerResult per layer (rows stacked)."""
     stacked = torch.cat(weights, dim=0) if len(weights) > 1 else weights[0]   # [out, in]
     segments = [w.shape[0] for w in weights]
-    h = hessian.float().clone()
-    dead = torch.diag(h) == 0
-    h[dead, dead] = 1.0
+    h, dead = revive_dead(hessian)                            # [in, in], [in]
     w = stacked.float().clone()
     w[:, dead] = 0.0
-    damp, lsq_damp = params.percdamp, params.lsq_damp
-    for attempt in range(params.max_damp_retries + 1):
-        try:
-            removed = select_mask(w, h, pattern, params.blocksize, params.group, damp, segments)
-            new = least_squares_rows(w, h, ~removed, lsq_damp, params.row_chunk)
-            if torch.isfinite(new).all():
-                new = (new * ~removed).to(stacked.dtype)
-                return [LayerResult(a, ~b) for a, b in zip(new.split(segments),
-                                                            removed.split(segments))]
-            reason = "non-finite weights"
-        except torch.linalg.LinAlgError as exc:
-            reason = f"Cholesky failed ({str(exc).splitlines()[0]})"
-        if attempt < params.max_damp_retries:
-            log.warning("apt %s: %s at percdamp=%g lsq_damp=%g; retrying with more damping",
-                        name, reason, damp, lsq_damp)
+    def schedule(attempt: int) -> tuple[float, float]:
+        """(mask sweep damping, least-squares damping) of an attempt: both grow tenfold, the
+        least squares starting from percdamp once the exact fit has failed."""
+        damp, lsq_damp = params.percdamp, params.lsq_damp
+        for _ in range(attempt):
             damp, lsq_damp = damp * 10, max(lsq_damp * 10, params.percdamp)
-    raise PruneBenchError(f"apt: layer {name} still has {reason} after {params.max_damp_retries} "
-                          f"damping increases (last percdamp={damp:g}, lsq_damp={lsq_damp:g})")
+        return damp, lsq_damp
+
+    def solve(attempt: int) -> list[LayerResult] | None:
+        damp, lsq_damp = schedule(attempt)
+        removed = select_mask(w, h, pattern, params.blocksize, params.group, damp, segments)
+        new = least_squares_rows(w, h, ~removed, lsq_damp, params.row_chunk)
+        if not torch.isfinite(new).all():
+            return None
+        new = (new * ~removed).to(stacked.dtype)
+        return [LayerResult(a, ~b) for a, b in zip(new.split(segments), removed.split(segments))]
+
+    return with_damping_retries("apt", name, solve, params.max_damp_retries,
+                                lambda k: "percdamp={:g}, lsq_damp={:g}".format(*schedule(k)))
 
 
 @register

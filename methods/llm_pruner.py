@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from bench.recovery import LoraSettings, lora_recover
 from bench.structure import layer_units, shrink, slice_params, unit_view
 from methods.base import (Capabilities, ModelData, ModelMethod, ModelResult, Pattern,
                           PruneBenchError)
@@ -166,8 +167,6 @@ class LLMPruner(ModelMethod):
         return ModelResult(small, report)
 
     def _recover(self, model: nn.Module, adapter: Any, data: ModelData) -> dict[str, Any]:
-        from bench.recovery import LoraSettings, lora_recover
-
         p = self.params
         n_rows = p.lora_steps * p.lora_batch_size
         text = data.text_ids(n_rows, p.lora_seqlen, p.seed + 1)            # [n_rows, seqlen]

@@ -19,6 +19,7 @@ import torch
 
 from methods.base import (Capabilities, LayerResult, LayerStats, LayerwiseMethod, Pattern,
                           PruneBenchError)
+from methods.hessian import inverse_hessian_cholesky, revive_dead, tenfold, with_damping_retries
 from methods.masks import lowest, n_pruned
 from methods.registry import register
 
@@ -40,15 +41,6 @@ class SparseGPTParams:
             raise PruneBenchError("sparsegpt: max_damp_retries must be >= 0")
 
 
-def inverse_hessian_cholesky(hessian: torch.Tensor, percdamp: float) -> torch.Tensor:
-    """hessian [in, in] (dead inputs already handled) -> upper Cholesky factor U of (H + damp I)^-1."""
-    damp = percdamp * torch.mean(torch.diag(hessian))
-    h = hessian + damp * torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
-    lower = torch.linalg.cholesky(h)
-    hinv = torch.cholesky_inverse(lower)
-    return torch.linalg.cholesky(hinv, upper=True)
-
-
 def _sparsegpt_once(weight: torch.Tensor, hessian: torch.Tensor, pattern: Pattern,
                     blocksize: int, percdamp: float,
                     segments: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,11 +50,9 @@ def _sparsegpt_once(weight: torch.Tensor, hessian: torch.Tensor, pattern: Patter
     chosen inside each segment separately, so stacking layers changes nothing but speed.
     """
     w = weight.float().clone()                                # [out, in]
-    h = hessian.float().clone()                               # [in, in]
+    h, dead = revive_dead(hessian)                            # [in, in], [in]
     rows, cols = w.shape
     segments = segments or [rows]
-    dead = torch.diag(h) == 0
-    h[dead, dead] = 1.0
     w[:, dead] = 0.0
     hinv = inverse_hessian_cholesky(h, percdamp)              # [in, in] upper
     pruned = torch.zeros_like(w, dtype=torch.bool)            # [out, in] True = removed
@@ -112,21 +102,16 @@ def sparsegpt_prune_group(weights: list[torch.Tensor], hessian: torch.Tensor, pa
     """
     stacked = torch.cat(weights, dim=0) if len(weights) > 1 else weights[0]
     segments = [w.shape[0] for w in weights]
-    damp = percdamp
-    for attempt in range(max_damp_retries + 1):
-        try:
-            new, keep = _sparsegpt_once(stacked, hessian, pattern, blocksize, damp, segments)
-            if torch.isfinite(new).all():
-                return [LayerResult(a, b) for a, b in zip(new.split(segments), keep.split(segments))]
-            reason = "non-finite weights"
-        except torch.linalg.LinAlgError as exc:
-            reason = f"Cholesky failed ({str(exc).splitlines()[0]})"
-        if attempt < max_damp_retries:
-            log.warning("sparsegpt %s: %s at percdamp=%g; retrying with %g", name, reason, damp,
-                        damp * 10)
-            damp *= 10
-    raise PruneBenchError(f"sparsegpt: layer {name} still has {reason} after "
-                          f"{max_damp_retries} damping increases (last percdamp={damp:g})")
+
+    def solve(attempt: int) -> list[LayerResult] | None:
+        new, keep = _sparsegpt_once(stacked, hessian, pattern, blocksize,
+                                    tenfold(percdamp, attempt), segments)
+        if not torch.isfinite(new).all():
+            return None
+        return [LayerResult(a, b) for a, b in zip(new.split(segments), keep.split(segments))]
+
+    return with_damping_retries("sparsegpt", name, solve, max_damp_retries,
+                                lambda k: f"percdamp={tenfold(percdamp, k):g}")
 
 
 def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, pattern: Pattern,

@@ -25,17 +25,15 @@ from __future__ import annotations
 
 import torch
 
+from methods.hessian import damped, revive_dead
+
 Tensor = torch.Tensor
 
 
 def _damp64(H: Tensor, percdamp: float) -> tuple[Tensor, Tensor]:
     """H [in, in] -> (damped float64 H [in, in], dead-input mask [in])."""
-    h = H.detach().to(torch.float64).clone()
-    dead = torch.diag(h) == 0
-    h[dead, dead] = 1.0
-    damp = percdamp * torch.mean(torch.diag(h))
-    h.diagonal().add_(damp)
-    return h, dead
+    h, dead = revive_dead(H, torch.float64)
+    return damped(h, percdamp), dead
 
 
 def damp_hessian(H: Tensor, percdamp: float) -> Tensor:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.structure import layer_units, slice_params, structured_params, unit_view
 from methods.base import PruneBenchError
 
 Units = list[dict[str, int]]        # per block: unit kind -> count
@@ -70,8 +71,6 @@ def removed_fraction(units: Units, unit_params: list[dict[str, int]], remove: Un
 
 def unit_param_counts(model: nn.Module, adapter: Any) -> tuple[Units, list[dict[str, int]]]:
     """Units per block and kind, and the parameters one unit of each kind carries per block."""
-    from bench.structure import layer_units, structured_params
-
     units = layer_units(model, adapter)
     sizes = structured_params(model, adapter)
     return units, [{k: sizes[f"{i}.{k}"] // n for k, n in u.items()} for i, u in enumerate(units)]
@@ -90,8 +89,6 @@ def budget(model: nn.Module, adapter: Any, sparsity: float, layer_start: float =
 def unit_weights(model: nn.Module, adapter: Any) -> list[dict[str, list[torch.Tensor]]]:
     """Per block: unit kind -> one [units, elements] view per tensor the kind spans (every weight
     and bias that goes when a unit goes, e.g. a head's q/k/v rows and its o_proj columns)."""
-    from bench.structure import layer_units, slice_params, unit_view
-
     units = layer_units(model, adapter)
     return [{c.kind: [unit_view(t.detach(), dim, copies, units[i][c.kind])
                       for t, dim, copies in slice_params(block, c)]

@@ -9,6 +9,7 @@ import yaml
 
 from bench.config import DEFAULT_CONFIG, load_config, plan
 from bench.packages import REPO_ROOT
+from bench.zoo import load_zoo
 from methods.base import PruneBenchError
 
 
@@ -72,7 +73,7 @@ def test_trained_models_regenerate_from_their_recipe() -> None:
     assert prepare_inputs("smollm2-135m", zoo) == []
     assert "--arch opt" in train_recipe("zoo/opt-tiny", zoo)
     assert "--arch mamba" in train_recipe("zoo/mamba-tiny", zoo)
-    from bench.models import get_spec
+    from bench.zoo import get_spec
 
     with pytest.raises(ValueError, match="recipe"):
         get_spec("x", {"x": {"arch": "opt", "description": "d", "recipe": "--arch opt",
@@ -96,8 +97,6 @@ def test_cluster_resources_scale_with_model_size() -> None:
 
 
 def test_zoo_params_b_is_validated(tmp_path: Path) -> None:
-    from bench.models import load_zoo
-
     zoo = tmp_path / "zoo.yaml"
     zoo.write_text("m:\n  arch: opt\n  params_b: -1\n  description: x\n  source: {kind: hub, id: a/b}\n")
     with pytest.raises(ValueError, match="params_b must be a positive number"):

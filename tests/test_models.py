@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bench.models import ModelSpec, get_spec, load_model, load_zoo, model_provenance, prepare
+from bench.models import load_model, prepare
+from bench.zoo import ModelSpec, get_spec, load_zoo, model_provenance
 
 TINY_LLAMA: dict[str, Any] = {
     "arch": "llama", "description": "tiny llama",

@@ -16,6 +16,7 @@ import transformers
 
 from bench import outputs
 from bench.packages import REPO_ROOT
+from bench.zoo import get_spec, model_provenance
 from tests.safety_helpers import (SMOKE, cli, forbid_model_load, no_model_load, prune_args,
                                   run_main, snapshot)
 
@@ -266,9 +267,9 @@ def test_a_prepared_model_cache_is_verified_and_a_foreign_one_never_replaced(tmp
     from bench import materialize, models
 
     monkeypatch.setenv("PRUNEBENCH_WORK", str(tmp_path))
-    spec = models.get_spec("tiny-llama")
+    spec = get_spec("tiny-llama")
     out = models.prepare(spec)
-    prov = models.model_provenance(out)
+    prov = model_provenance(out)
     assert set(prov["files"]) >= {"config.json", "model.safetensors"}
     weights = out / "model.safetensors"
     good = weights.read_bytes()
@@ -280,7 +281,7 @@ def test_a_prepared_model_cache_is_verified_and_a_foreign_one_never_replaced(tmp
     (foreign / "config.json").write_text("{}")
     before = snapshot(foreign)
     with pytest.raises(outputs.OutputError, match="is not one this tool wrote"):
-        models.prepare(models.get_spec("tiny-opt"))
+        models.prepare(get_spec("tiny-opt"))
     assert snapshot(foreign) == before
 
 

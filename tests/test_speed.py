@@ -12,6 +12,7 @@ from bench import speed, speed_run
 from bench.config import load_config
 from bench.packages import REPO_ROOT
 from bench.speed_shapes import PAPER_CONFIGS, linear_shapes, meta_model, paper_config
+from bench.zoo import get_spec
 from tests.conftest import tiny_model
 
 SMOKE = REPO_ROOT / "config" / "smoke.yaml"
@@ -167,7 +168,7 @@ def test_random_weights_target_has_the_real_shapes_and_says_so(tmp_path: Path) -
     from bench.speed_table import speed_sections
 
     cfg = load_config(SMOKE)
-    real, _ = models.load_model(models.prepare(models.get_spec("opt-tiny")), torch.float32)
+    real, _ = models.load_model(models.prepare(get_spec("opt-tiny")), torch.float32)
     fake, kind = speed_run._target_model("opt-tiny", cfg, "random")
     assert kind == "model" and [s.as_dict() for s in linear_shapes(fake)] == \
         [s.as_dict() for s in linear_shapes(real)]
@@ -204,7 +205,7 @@ def test_smollm2_config_snapshot_matches_the_real_model() -> None:
     from bench import models
     from bench.speed_shapes import GRID_CONFIGS, grid_config, random_model
 
-    real, _ = models.load_model(models.prepare(models.get_spec("smollm2-135m")), torch.float32)
+    real, _ = models.load_model(models.prepare(get_spec("smollm2-135m")), torch.float32)
     snap = grid_config("smollm2-135m")
     for key in GRID_CONFIGS["smollm2-135m"][1]:
         assert getattr(snap, key) == pytest.approx(getattr(real.config, key)), key
