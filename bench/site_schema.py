@@ -187,7 +187,7 @@ def _cell(col: Column, row: dict[str, Any]) -> dict[str, Any]:
     elif col.fmt == "float4":
         text = f"{value:,.4f}"
     else:
-        text = short(value)
+        text = f"{value:,.2f}"          # the table keeps every digit; the overview is `short`
         if col.key == "ppl/wiki" and row.get("ppl_vs_dense_lo") is not None:
             title = (f"vs dense {row['ppl_vs_dense_lo']:+,.2f} to {row['ppl_vs_dense_hi']:+,.2f} "
                      f"(paired 95% interval over the windows)")
