@@ -123,12 +123,15 @@ def noise_floor(results_dir: Path, model: str) -> float:
 
 
 def compare(results_dir: Path, model: str, pattern: str, metric: str,
-            methods: Collection[str] | None = None) -> dict[str, Any]:
+            methods: Collection[str] | None = None,
+            records: tuple[dict[str, Any], dict[str, dict[str, Any]]] | None = None
+            ) -> dict[str, Any]:
     """The comparison of one metric at (model, pattern): rows sorted by rank then value.
-    `methods` restricts it (ranks included) to those methods, e.g. one training group."""
+    `methods` restricts it (ranks included) to those methods, e.g. one training group;
+    `records`: `load_records`' result when the caller already read it."""
     if metric not in METRICS:
         raise PruneBenchError(f"unknown metric '{metric}'; one of {', '.join(METRICS)}")
-    dense, runs = load_records(results_dir, model, pattern)
+    dense, runs = records or load_records(results_dir, model, pattern)
     if methods is not None:
         runs = {m: r for m, r in runs.items() if m in methods}
     floor = noise_floor(results_dir, model) if metric == "ppl" else 0.0
@@ -252,8 +255,9 @@ def run_stats(results_dir: Path, groups: Mapping[str, str] | None = None
         patterns = sorted({p.name[: -len(examples.SUFFIX)]
                            for p in model_dir.glob(f"*/*{examples.SUFFIX}")} - {"dense"})
         for pattern in patterns:
+            records = load_records(results_dir, model, pattern)     # read once per cell
             for metric in METRICS:
-                result = compare(results_dir, model, pattern, metric)
+                result = compare(results_dir, model, pattern, metric, records=records)
                 members: dict[str, set[str]] = {}
                 for row in result["rows"]:
                     stat = _stat(row, result)
@@ -264,7 +268,8 @@ def run_stats(results_dir: Path, groups: Mapping[str, str] | None = None
                 for group, names in sorted(members.items()):
                     if groups is None or len(names) == len(result["rows"]):
                         continue                      # one group: its ranks are the overall ones
-                    for row in compare(results_dir, model, pattern, metric, names)["rows"]:
+                    for row in compare(results_dir, model, pattern, metric, names,
+                                       records)["rows"]:
                         out[(model, row.method, pattern)][metric].update(
                             rank=row.rank, tied_with_best=row.tied_with_best,
                             vs_best=None if row.vs_best is None else

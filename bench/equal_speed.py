@@ -63,18 +63,25 @@ def _verdict(a: dict[str, Any], b: dict[str, Any], iv: paired.Interval | None, f
 def comparisons(results_dir: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per equal-speed pair: both runs' names, speedups and ranges, ppl, and the
     paired interval of ppl(a) - ppl(b) with its verdict (None where a record is missing)."""
+    pairs = matches(rows)
+    models = sorted({a["model"] for a, _ in pairs})
+    dense = {m: _record(results_dir, {"model": m, "method": "dense", "pattern": "dense"})
+             for m in models}
+    floor = {m: noise_floor(Path(results_dir), m) for m in models}
+    ppl: dict[tuple[str, str, str], paired.Values | None] = {}   # each run's record read once
+
+    def ppl_of(row: dict[str, Any]) -> paired.Values | None:
+        key = (row["model"], row["method"], row["pattern"])
+        if key not in ppl:
+            rec, ref = _record(results_dir, row), dense[row["model"]]
+            ppl[key] = values("ppl", rec, ref) if rec is not None and ref is not None else None
+        return ppl[key]
+
     out = []
-    dense_path = {m: Path(results_dir) / "runs" / m / "dense" / f"dense{examples.SUFFIX}"
-                  for m in {r["model"] for r in rows}}
-    for a, b in matches(rows):
-        ra, rb = _record(results_dir, a), _record(results_dir, b)
-        iv = None
-        if ra is not None and rb is not None and dense_path[a["model"]].is_file():
-            dense = examples.load(dense_path[a["model"]])
-            va, vb = values("ppl", ra, dense), values("ppl", rb, dense)
-            iv = paired.interval(va, vb) if va is not None and vb is not None else None
-        floor = noise_floor(Path(results_dir), a["model"])
+    for a, b in pairs:
+        va, vb = ppl_of(a), ppl_of(b)
+        iv = paired.interval(va, vb) if va is not None and vb is not None else None
         out.append({"model": a["model"], "runs": [a, b],
                     "interval": None if iv is None else [iv.diff, iv.lo, iv.hi],
-                    "verdict": _verdict(a, b, iv, floor)})
+                    "verdict": _verdict(a, b, iv, floor[a["model"]])})
     return out

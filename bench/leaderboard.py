@@ -191,9 +191,9 @@ def _speed_text(row: dict[str, Any]) -> tuple[str | None, str]:
     if row["speedup_prefill"] is not None:
         note = f"prefill tokens/s and decode ms/token vs dense on {row['speed_device']}"
         if row.get("speedup_rounds"):
-            note += (f"; single rounds ranged {row['speedup_prefill_min']:.2f}-"
-                     f"{row['speedup_prefill_max']:.2f}x prefill, {row['speedup_decode_min']:.2f}-"
-                     f"{row['speedup_decode_max']:.2f}x decode over {row['speedup_rounds']} rounds")
+            note += (f"; single rounds ranged {site_schema.range_text(row, 'prefill')}x prefill, "
+                     f"{site_schema.range_text(row, 'decode')}x decode over "
+                     f"{row['speedup_rounds']} rounds")
         return f"{row['speedup_prefill']:.2f}x / {row['speedup_decode']:.2f}x", note
     if row["speed_status"] == "no GPU":
         return "no GPU", (f"{row['speed_reason'] or ''}; on a GPU machine, "

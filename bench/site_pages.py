@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from bench.packages import REPO_ROOT
-from bench.site_schema import GROUPS, Column, cell, pct_change, short
+from bench.site_schema import GROUPS, Column, cell, pct_change, range_text, short
 
 PATTERN_ORDER = {"dense": 0, "unstructured": 1, "nm": 2, "structured": 3}
 ACC = "zeroshot/average/acc"
@@ -174,9 +174,8 @@ def natural(name: str) -> list[Any]:
 
 
 def _speed_text(row: dict[str, Any]) -> str:
-    return (f"{row['speedup_prefill']:.2f}x ({row['speedup_prefill_min']:.2f}-"
-            f"{row['speedup_prefill_max']:.2f}) / {row['speedup_decode']:.2f}x "
-            f"({row['speedup_decode_min']:.2f}-{row['speedup_decode_max']:.2f})")
+    return (f"{row['speedup_prefill']:.2f}x ({range_text(row, 'prefill')}) / "
+            f"{row['speedup_decode']:.2f}x ({range_text(row, 'decode')})")
 
 
 def equal_speed(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -124,6 +124,11 @@ MISSING = {"rank": "not ranked: the run has no per-example records, or fewer tha
                       "not defined for its pattern)"}
 
 
+def range_text(row: dict[str, Any], phase: str) -> str:
+    """"lo-hi": the smallest and largest single-round speedup of a phase (prefill, decode)."""
+    return f"{row[f'speedup_{phase}_min']:.2f}-{row[f'speedup_{phase}_max']:.2f}"
+
+
 def interval_line(col: Column, row: dict[str, Any]) -> str:
     """The second line printed under a cell (visible without hovering): the paired 95 % interval
     of the change against dense of perplexity (in % of the dense ppl) and of the zero-shot
@@ -135,8 +140,7 @@ def interval_line(col: Column, row: dict[str, Any]) -> str:
     if col.key == "zeroshot/average/acc" and row.get("zeroshot_vs_dense_lo") is not None:
         return f"{100 * row['zeroshot_vs_dense_lo']:+.1f} to {100 * row['zeroshot_vs_dense_hi']:+.1f}"
     if col.fmt == "speedup" and row.get("speedup_rounds"):
-        return (f"rounds {row['speedup_prefill_min']:.2f}-{row['speedup_prefill_max']:.2f} / "
-                f"{row['speedup_decode_min']:.2f}-{row['speedup_decode_max']:.2f}")
+        return f"rounds {range_text(row, 'prefill')} / {range_text(row, 'decode')}"
     return ""
 
 
