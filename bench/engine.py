@@ -57,6 +57,7 @@ class EngineReport:
     seconds_prune: float = 0.0
     seconds_propagate: float = 0.0
     n_tokens: int = 0
+    group_seconds: dict[str, float] = field(default_factory=dict)  # "name, name" -> prune seconds
 
 
 def _first(out: Any) -> torch.Tensor:
@@ -115,6 +116,7 @@ def _apply(method: LayerwiseMethod, lins: list[nn.Linear], stats: LayerStats | N
     the layers."""
     _finite_stats(method, stats, names)
     who = f"{registry.label(method.name)} on layer {', '.join(names)}"
+    t0 = time.perf_counter()
     try:
         results = method.prune_group([lin.weight.data for lin in lins], stats, pattern, names)
     except Exception as exc:  # noqa: BLE001 - named and re-raised as one line
@@ -132,6 +134,9 @@ def _apply(method: LayerwiseMethod, lins: list[nn.Linear], stats: LayerStats | N
                               f"after pruning")
         lin.weight.data.copy_(res.weight)
         report.layer_keep[name] = float(res.keep.float().mean())
+    # the finiteness checks above synchronised the device: the time is the group's own
+    report.group_seconds[", ".join(names)] = time.perf_counter() - t0
+    log.debug("pruned %s in %.2f s", ", ".join(names), report.group_seconds[", ".join(names)])
 
 
 def _finite_hidden(hidden: list[torch.Tensor], where: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ from methods import registry
 from methods.base import parse_pattern
 
 log = logging.getLogger(__name__)
+DONE_LINE = re.compile(r"bench\.engine pruned (.+?) in ([0-9.]+) s")
 CASES = [("sparsegpt", "2of4"), ("apt", "2of4"), ("sparsegpt", "unstructured-50"),
          ("apt", "unstructured-50")]
 SCALES = {"paper": {"n_samples": 128, "seqlen": 2048, "shape": {}},
@@ -85,11 +87,18 @@ def measure(method_name: str, slug: str, scale: str, device: torch.device) -> di
         "dtype": str(dtype).removeprefix("torch."), "device": str(device),
         "sequential": method.sequential, "seconds": seconds, "sparsity": sp["achieved"],
         "breakdown": {"stats": rep.seconds_stats, "prune": rep.seconds_prune,
-                      "propagate": rep.seconds_propagate}}
+                      "propagate": rep.seconds_propagate},
+        "group_seconds": rep.group_seconds}
     if device.type == "cuda":
         out["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
         out["model_gpu_mib"] = before / 2**20
     return out
+
+
+def groups_done(stderr: str | bytes | None) -> dict[str, float]:
+    """The layer groups a stopped case had pruned, with their seconds, from its engine log."""
+    text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr or ""
+    return {m.group(1): float(m.group(2)) for m in DONE_LINE.finditer(text)}
 
 
 def run_all(out: Path, device: str, budget_s: float, scale: str,
@@ -113,8 +122,9 @@ def run_all(out: Path, device: str, budget_s: float, scale: str,
                 rows.append(json.loads(dest.read_text()))
                 continue
             row["error"] = f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}"
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             row["error"] = f"did not finish in the {left:.0f} s left of the part's budget"
+            row["groups_done"] = groups_done(exc.stderr)
         log.warning("block %s %s: %s", method, slug, row["error"])
         rows.append(row)
     results.write_bench_json({"cases": rows}, out / "part-block.json", keys=("cases",))
@@ -130,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("bench.engine").setLevel(logging.DEBUG)     # one line per pruned group
     rec = measure(args.method, args.pattern, args.scale, torch.device(args.device))
     rec["environment"] = results.environment_info()
     results.write_bench_json(rec, Path(args.out), keys=("method", "pattern", "scale"))

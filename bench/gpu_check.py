@@ -11,10 +11,11 @@ Parts (each also alone with --part):
   of every planned run, on its models and on the two trained here (opt-tiny, mamba-tiny), with
   `engine.device` set to the device, once per dtype, each run's ppl
   against the committed CPU float32 record results/cuda/smoke-cpu-float32.json;
+- `profile`: bench/gpu_profile.py, where a 2:4 GEMM's time goes (kernels, host, CUDA graph);
 - `block`: bench/gpu_block.py, sparsegpt and apt on one Llama-2-7B-shaped block (timed alone);
 - `speed`: bench/gpu_speed.py, the 2:4 records of every target, trimmed to the budget.
-`tests` and the smoke runs (one process per model and dtype) run side by side (correctness only); `block` and `speed` run after
-them, alone, because they are timings. Everything lands in DIR: one JSON per part, check.json
+`tests` and the smoke runs (one process per model and dtype) run side by side (correctness only); `profile`, `block` and
+`speed` run after them, alone, because they are timings. Everything lands in DIR: one JSON per part, check.json
 (results/cuda/check.json) and records.tar.gz (the files to commit, in the repo's layout),
 rewritten after every part so that a call cut short still brings back what it measured.
 """
@@ -36,7 +37,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from bench import gpu_block, gpu_speed, outputs, results, speed
+from bench import gpu_block, gpu_profile, gpu_speed, outputs, results, speed
 from bench.calibration import load_calibration_for
 from bench.config import load_config, plan, read_yaml
 from bench.models import prepare
@@ -47,7 +48,7 @@ from bench.pipeline import prune as prune_run
 
 log = logging.getLogger(__name__)
 SCHEMA = "prunebench.cuda-check/1"
-PARTS = ("tests", "smoke", "block", "speed")
+PARTS = ("tests", "smoke", "profile", "block", "speed")
 NOT_RUN = "not run: the part's time budget was spent"
 SMOKE_KEYS = ("device", "dtype", "runs")
 REFERENCE = Path("results") / "cuda" / "smoke-cpu-float32.json"
@@ -55,6 +56,7 @@ FLOAT32_TOL = 0.01            # the issue's bar: CUDA float32 ppl within 1 % of 
 # the smoke grid's random models predict near-uniformly (ppl ~ 8000, every method within 1 %):
 # the two models trained here (zoo/, they travel with the tree) make a wrong kernel visible
 TRAINED_TINY = ("opt-tiny", "mamba-tiny")
+PROFILE_MAX_S = 60.0
 GPU_TESTS = ["tests/test_cuda.py", "tests/test_speed.py::test_real_kernels_equal_dense_on_gpu"]
 
 
@@ -228,6 +230,9 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     for p in procs:
         _wait(p, started + phase_a + 30)
     assemble(work, out, args.device, started)
+    gpu_profile.run_all(work, args.device, min(PROFILE_MAX_S, deadline - time.monotonic()),
+                        args.block_scale)
+    assemble(work, out, args.device, started)
     block_budget = (deadline - time.monotonic()) * args.shares[1]
     gpu_block.run_all(work, args.device, block_budget, args.block_scale, args.block_cases)
     assemble(work, out, args.device, started)
@@ -248,7 +253,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default=None, help="smoke part: only this model's runs")
     p.add_argument("--dtypes", nargs="+", default=["float32", "float16"])
     p.add_argument("--budget-s", type=float, default=420.0, help="wall-clock budget of the call")
-    p.add_argument("--block-scale", choices=("paper", "tiny"), default="paper")
+    p.add_argument("--block-scale", choices=("paper", "tiny"), default="paper",
+                   help="block and profile parts: paper shapes, or tiny ones to rehearse on a CPU")
     p.add_argument("--shares", type=float, nargs=2, default=[0.45, 0.35], metavar=("TESTS", "BLOCK"),
                    help="budget fractions: tests+smoke of the whole, block of what is left after")
     p.add_argument("--smoke-methods", nargs="+", default=None, help="only these methods' smoke runs")
@@ -285,7 +291,9 @@ def main(argv: list[str] | None = None) -> None:
             check = orchestrate(args)
             log.info("done in %.0f s: %s", check["seconds"], sorted(check["parts"]))
         else:
-            if args.part == "block":
+            if args.part == "profile":
+                gpu_profile.run_all(work, args.device, args.budget_s, args.block_scale)
+            elif args.part == "block":
                 gpu_block.run_all(work, args.device, args.budget_s, args.block_scale,
                                   args.block_cases)
             else:

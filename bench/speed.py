@@ -127,7 +127,7 @@ def check_close(got: torch.Tensor, want: torch.Tensor, what: str,
     return err
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -157,7 +157,7 @@ def time_calls(fns: dict[str, Callable[[], Any]], device: torch.device, *, warmu
     for name, fn in fns.items():
         for _ in range(max(warmup, 1)):
             fn()
-        _sync(device)
+        sync(device)
         one = max(_sample(fn, 1, device), 1e-7)
         inner[name] = max(1, min(10_000, math.ceil(min_sample_s / one)))
     raw: dict[str, list[float]] = {name: [] for name in fns}
@@ -180,7 +180,7 @@ def _compiled(fn: Callable[..., torch.Tensor], mode: str) -> Callable[..., torch
     return torch.compile(fn, dynamic=False)
 
 
-def _operands(out_f: int, in_f: int, tokens: int, dtype: torch.dtype, device: torch.device,
+def operands(out_f: int, in_f: int, tokens: int, dtype: torch.dtype, device: torch.device,
               seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """x [tokens, in] ~ N(0, 1) and a 2:4 magnitude-pruned W [out, in] ~ N(0, 1/in): outputs O(1)."""
     gen = torch.Generator().manual_seed(seed)
@@ -193,7 +193,7 @@ def layer_case(out_f: int, in_f: int, tokens: int, dtype: torch.dtype, backend: 
                *, device: torch.device, warmup: int, repeats: int, min_sample_s: float,
                seed: int = 0, make_sparse: SparseMaker = to_semi_structured) -> dict[str, Any]:
     """Dense vs 2:4 F.linear on one shape (what an nn.Linear of the model runs), checked equal."""
-    x, w = _operands(out_f, in_f, tokens, dtype, device, seed)
+    x, w = operands(out_f, in_f, tokens, dtype, device, seed)
     ws = make_sparse(w, backend)
     dense_fn, sparse_fn = _compiled(_linear, mode), _compiled(_linear, mode)
     with torch.inference_mode():
@@ -213,7 +213,7 @@ def bare_mm_case(out_f: int, in_f: int, tokens: int, dtype: torch.dtype, backend
                  device: torch.device, warmup: int, repeats: int, min_sample_s: float,
                  seed: int = 0, make_sparse: SparseMaker = to_semi_structured) -> dict[str, Any]:
     """The reference: torch.mm(W, xT) with W dense vs 2:4, on a pre-transposed xT [in, tokens]."""
-    x, w = _operands(out_f, in_f, tokens, dtype, device, seed)
+    x, w = operands(out_f, in_f, tokens, dtype, device, seed)
     xt = x.t().contiguous()                                              # [in, tokens]
     ws = make_sparse(w, backend)
     with torch.inference_mode():

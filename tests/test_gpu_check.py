@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import gpu_block, gpu_check, gpu_speed, results
+from bench import gpu_block, gpu_check, gpu_profile, gpu_speed, results
 
 
 def _smoke(dtype: str, ppls: dict[str, float | None]) -> dict:
@@ -48,6 +48,30 @@ def test_block_at_rehearsal_scale_meets_the_pattern() -> None:
     model = gpu_block.block_model("paper", torch.device("meta"), torch.float16)
     mlp = model.model.layers[0].mlp
     assert len(model.model.layers) == 1 and tuple(mlp.down_proj.weight.shape) == (4096, 11008)
+    # one entry per group of the adapter, each timed inside the prune step
+    assert len(rec["group_seconds"]) == 4 and all(t > 0 for t in rec["group_seconds"].values())
+    assert sum(rec["group_seconds"].values()) <= rec["breakdown"]["prune"] + 1e-6
+
+
+def test_a_stopped_case_keeps_the_groups_its_log_says_were_pruned() -> None:
+    log = ("2026-12-04 14:10:01,5 bench.engine pruned model.layers.0.self_attn.q_proj, "
+           "model.layers.0.self_attn.k_proj in 12.50 s\n"
+           "apt blocks:   0%|          | 0/1 [00:12<?, ?it/s]\n"
+           "2026-12-04 14:10:09,1 bench.engine pruned model.layers.0.self_attn.o_proj in 3.25 s\n")
+    done = {"model.layers.0.self_attn.q_proj, model.layers.0.self_attn.k_proj": 12.5,
+            "model.layers.0.self_attn.o_proj": 3.25}
+    assert gpu_block.groups_done(log) == done == gpu_block.groups_done(log.encode())
+    assert gpu_block.groups_done(None) == {}
+
+
+def test_profile_on_the_cpu_stand_in_is_marked_and_complete(tmp_path: Path) -> None:
+    part = gpu_profile.run_all(tmp_path, "cpu", 60.0, "tiny")
+    assert part["stand_in"] and not part["skipped"] and len(part["cases"]) == 2
+    for case in part["cases"]:
+        assert case["max_abs_err"] == 0.0 and case["wall_speedup"] > 0
+        assert case["sparse"]["graph_s"] == "no CUDA graphs on this device"
+        assert case["dense"]["host_op"].startswith("aten::") and case["dense"]["host_s"] > 0
+    assert json.loads((tmp_path / "part-profile.json").read_text())["cases"] == part["cases"]
 
 
 def test_assemble_brings_back_records_and_raw_parts(tmp_path: Path) -> None:
