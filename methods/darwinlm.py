@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -109,9 +110,14 @@ class _Search:
         return shrink(work, self.adapter, keep, inplace=True)
 
     def _train(self, model: nn.Module, n_tokens: int) -> None:
+        """A few AdamW steps in float32 master weights (a float16 model's AdamW underflows its
+        eps and gives NaN: seen on an H200 and on CPU), then back to the run's dtype."""
         rows = n_tokens // self.p.seqlen
         if rows == 0:
             return
+        tensors = [*model.named_parameters(), *model.named_buffers()]
+        dtypes = {name: t.dtype for name, t in tensors}         # restored one by one below
+        model.float()
         opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad],
                                 lr=self.p.train_lr, weight_decay=0.0)
         model.train()
@@ -121,6 +127,8 @@ class _Search:
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            t.data = t.data.to(dtypes[name])
         model.eval()
 
     def fitness(self, cand: Candidate, stage: int) -> float:
@@ -135,6 +143,9 @@ class _Search:
                 kls = [_kl(self.logp[r], model(input_ids=self.fit_ids[r][None]).logits[0])
                        for r in range(rows)]
             self.memo[key] = float(torch.stack(kls).mean())
+            if not math.isfinite(self.memo[key]):
+                raise PruneBenchError(f"darwinlm: a candidate's fitness (KL) is "
+                                      f"{self.memo[key]} at stage {stage}; its layout: {cand}")
         return self.memo[key]
 
     def stage(self, s: int):
