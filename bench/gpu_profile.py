@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import results, speed
+from bench.cuda_table import kernel_seconds
 
 log = logging.getLogger(__name__)
 # [out, in] of Llama-2-7B's linears (q/k/v/o, gate/up, down) at decode-like and prefill tokens
@@ -41,8 +42,8 @@ def _device_us(evt: Any) -> float:
 
 
 def profile_calls(fn: Callable[[], Any], device: torch.device, calls: int) -> dict[str, Any]:
-    """torch.profiler over `calls` calls: per-call kernel seconds, the top op's host seconds, and
-    the kernels by device time."""
+    """torch.profiler over `calls` calls: per-call kernel seconds (bench.cuda_table.kernel_seconds),
+    the top op's host seconds, and every row with device time, largest first."""
     acts = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         acts.append(torch.profiler.ProfilerActivity.CUDA)
@@ -52,15 +53,12 @@ def profile_calls(fn: Callable[[], Any], device: torch.device, calls: int) -> di
             fn()
         speed.sync(device)
     rows = prof.key_averages()
-    kernels = sorted(((r.key, r.count, _device_us(r)) for r in rows if _device_us(r) > 0),
-                     key=lambda k: -k[2])
+    kernels = [{"name": r.key[:160], "count": r.count, "per_call_s": _device_us(r) / 1e6 / calls}
+               for r in sorted(rows, key=lambda r: -_device_us(r)) if _device_us(r) > 0]
     ops = sorted((r for r in rows if r.key.startswith("aten::")), key=lambda r: -r.cpu_time_total)
     top = ops[0] if ops else None
-    return {"kernel_s": sum(k[2] for k in kernels) / 1e6 / calls,
-            "host_op": top.key if top else None,
-            "host_s": top.cpu_time_total / 1e6 / calls if top else None,
-            "kernels": [{"name": n[:160], "count": c, "per_call_s": us / 1e6 / calls}
-                        for n, c, us in kernels[:6]]}
+    return {"kernel_s": kernel_seconds(kernels), "host_op": top.key if top else None,
+            "host_s": top.cpu_time_total / 1e6 / calls if top else None, "kernels": kernels}
 
 
 def graph_seconds(fn: Callable[[], Any], device: torch.device, calls: int) -> float | str:

@@ -109,6 +109,19 @@ def test_site_summaries_of_the_committed_gpu_records(tmp_path: Path) -> None:
     assert f32["within"] is True and f32["failed_methods"] == ["darwinlm", "llm_pruner",
                                                                "llm_pruner_lora"]
     assert {b["case"]: b["seconds"] for b in first["block"]}["sparsegpt 2of4"].endswith(" s")
+    third, fourth = check_sections(checks)[2:4]
+    assert {s["dtype"]: s["failed_methods"] for s in third["smoke"]}["float16"] == ["darwinlm"]
+    assert {s["dtype"]: s["failed_methods"] for s in fourth["smoke"]} == {"float16": []}
+    prof = third["profile"]
+    assert len(prof) == 6 and prof[0]["case"] == "[4096, 4096] x 16 tokens"
+    # the record's own numbers, formatted: speedup = dense / 2:4 per call
+    raw = checks["check-3.json"]["parts"]["profile"]["cases"][3]
+    kd = sum(k["per_call_s"] for k in raw["dense"]["kernels"] if k["name"].startswith("nvjet")
+             or k["name"].startswith("Memset"))                       # the GEMM and its memset
+    ks = sum(k["per_call_s"] for k in raw["sparse"]["kernels"] if "sparse_gemm" in k["name"]
+             or k["name"].startswith("Memset"))
+    assert prof[3]["kernel_speedup"] == f"{kd / ks:.2f}x" == "1.20x"
+    assert prof[3]["wall"].endswith(" ms") and " / " in prof[3]["host"]
     bad = tmp_path / "cuda"
     bad.mkdir()
     (bad / "check-9.json").write_text(json.dumps({"schema": "other"}))
