@@ -16,14 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench import data, level_db, models, outputs
+from bench import data, models, outputs
 from bench import latency as lat
 from bench.adapters import ArchAdapter, adapter_for
 from bench.calibration import load_calibration_for
 from bench.packages import work_dir
 from bench.structure import describe, structured_params
 from bench.zoo import spec_for
-from methods import registry
+from methods import level_db, registry
 from methods.base import ModelData, Pattern, PruneBenchError
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def level_db_path(model_key: str) -> Path:
 
 def build_level_db(model_key: str, cfg: dict[str, Any], out: Path | None = None,
                    progress: bool = True) -> Path:
-    """DarwinLM's level database of a zoo model on its calibration ids (bench.level_db)."""
+    """DarwinLM's level database of a zoo model on its calibration ids (methods.level_db)."""
     percdamp = registry.create("darwinlm", cfg["methods"].get("darwinlm", {})).params.percdamp
     spec = spec_for(cfg, model_key)
     default = out is None

@@ -1,6 +1,6 @@
 """DarwinLM (Tang et al., arXiv 2502.07780): evolutionary search over per-layer structured levels.
 
-Owns the method. Every block and unit kind has a ladder of levels (bench.level_db: the greedy
+Owns the method. Every block and unit kind has a ladder of levels (methods/level_db.py: the greedy
 second-order removal order over whole heads / channels, with OBS weight updates of the
 consumers). A candidate gives each block a level per kind; the search starts from the uniform
 allocation, mutates by moving one level between blocks of the same kind (the total per kind,
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import level_db
+from methods import level_db
 from bench.structure import layer_units, shrink
 from methods.base import (Capabilities, ModelData, ModelMethod, ModelResult, Pattern,
                           PruneBenchError)

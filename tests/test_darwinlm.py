@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from bench import level_db
+from methods import level_db
 from bench.adapters import adapter_for
 from bench.structure import layer_units, structured_params
 from methods import registry

@@ -344,7 +344,7 @@ def test_a_safetensors_error_is_one_line(pruned, tmp_path, capsys, monkeypatch) 
 def test_model_level_methods_refuse_non_finite_statistics() -> None:
     """LLM-Pruner's gradient importance and DarwinLM's level-database Hessians: NaN would sort
     anywhere and pick units at random; both stop, naming where the statistic went non-finite."""
-    from bench import level_db
+    from methods import level_db
     from bench.adapters import adapter_for
     from methods.llm_pruner import gradient_importance
     from tests.conftest import tiny_model

@@ -1,10 +1,12 @@
 """Registry: names, did-you-mean, duplicates, hyperparameter validation, broken plugins."""
 from __future__ import annotations
 
+import pkgutil
 from importlib.metadata import EntryPoint
 
 import pytest
 
+import methods
 from methods import registry
 from methods.base import Capabilities, LayerwiseMethod, PruneBenchError, parse_pattern
 
@@ -100,3 +102,14 @@ def test_a_method_line_without_runs_is_a_config_error() -> None:
     raw["methods"] = {"wanda": {}, "llm_pruner": {"n_samples": 4, "seqlen": 64}}
     with pytest.raises(PruneBenchError, match="method 'wanda' has no run in this grid.*cannot do pattern"):
         plan(load_config(raw))
+
+
+def test_every_module_of_methods_is_a_method_or_named_support() -> None:
+    """A shared-code module missing from SUPPORT_MODULES would be imported as a method file (and
+    `new-method` would accept its name); a method file in it would never be loaded."""
+    origins = {registry.origin(name) for name in registry.available()}
+    for m in pkgutil.iter_modules(methods.__path__):
+        if m.name.startswith("_"):
+            continue
+        defines = any(o.startswith(f"methods/{m.name}.py") for o in origins)
+        assert defines != (m.name in registry.SUPPORT_MODULES), m.name
