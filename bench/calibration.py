@@ -113,13 +113,14 @@ def check_explicit(path: Path | None) -> None:
         raise PruneBenchError(f"--calib: calibration file not found: {path}")
 
 
-def load_calibration_for(model_key: str, cfg: dict[str, Any],
-                         path: Path | None) -> tuple[torch.Tensor, dict]:
-    """The model's calibration ids [n_samples, seqlen] (sampled on first use), verified."""
+def load_calibration_for(model_key: str, cfg: dict[str, Any], path: Path | None,
+                         tok: Any = None) -> tuple[torch.Tensor, dict]:
+    """The model's calibration ids [n_samples, seqlen] (sampled on first use), verified. `tok`:
+    the model's tokenizer when the caller has loaded it already (else it is loaded here)."""
     check_explicit(path)
     default = path is None or Path(path) == calib_path(model_key)
     path = calib_path(model_key) if path is None else Path(path)
-    tok = _tokenizer(model_key, cfg)
+    tok = tok if tok is not None else _tokenizer(model_key, cfg)
     want = _identity(model_key, cfg, tok)
     try:
         why = _problem(path, want, cfg, len(tok))

@@ -109,10 +109,10 @@ def prune(model_key: str, method_name: str, pattern_slug: str, out: Path,
     device = models.device(engine["device"])
     with outputs.claim(Path(out), "--out", "dir", checkpoint_mod.is_checkpoint) as claim:
         source = models.prepare(spec)
+        model, tok = models.load_model(source, models.DTYPES[engine["dtype"]])   # tokenizer: once
         calib_ids, calib_meta = (None, None)
         if method.capabilities.needs_calibration:
-            calib_ids, calib_meta = load_calibration_for(model_key, cfg, calib)
-        model, tok = models.load_model(source, models.DTYPES[engine["dtype"]])
+            calib_ids, calib_meta = load_calibration_for(model_key, cfg, calib, tok)
         check_finite_weights(model, f"the input model '{model_key}'")
         adapter = adapter_for(model)
         validate_layers(model, adapter, pattern)

@@ -58,8 +58,8 @@ def build_level_db(model_key: str, cfg: dict[str, Any], out: Path | None = None,
     out = Path(out) if out else level_db_path(model_key)
     outputs.check_target(out, "level database" if default else "--out", "file",
                          level_db.is_level_db, create_parent=default)
-    ids, _ = load_calibration_for(model_key, cfg, None)
-    model, _ = models.load_model(models.prepare(spec), models.DTYPES[cfg["engine"]["dtype"]])
+    model, tok = models.load_model(models.prepare(spec), models.DTYPES[cfg["engine"]["dtype"]])
+    ids, _ = load_calibration_for(model_key, cfg, None, tok)
     level_db.load_or_build(out, model, adapter_for(model), ids, percdamp, progress)
     return out
 

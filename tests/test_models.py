@@ -8,10 +8,14 @@ from typing import Any
 
 import pytest
 import torch
+import transformers
 from safetensors.torch import load_file
 
+from bench.config import load_config
 from bench.models import load_model, prepare
-from bench.zoo import ModelSpec, get_spec, load_zoo, model_provenance
+from bench.pipeline import prune
+from bench.zoo import ModelSpec, get_spec, load_zoo, model_provenance, spec_for
+from tests.safety_helpers import SMOKE
 
 TINY_LLAMA: dict[str, Any] = {
     "arch": "llama", "description": "tiny llama",
@@ -210,3 +214,24 @@ def test_smollm2_conversion() -> None:
     ids = tok("The capital of France is", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=5, do_sample=False)  # [1, T+5]
     assert "Paris" in tok.decode(out[0])
+
+
+def test_a_prune_loads_the_tokenizer_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model's tokenizer is loaded with the model and handed to calibration, not loaded again
+    (it was loaded twice per prune)."""
+    cfg = load_config(SMOKE)
+    prepare(spec_for(cfg, "tiny-llama"))                # materialising may read it: not counted
+    real = transformers.AutoTokenizer.from_pretrained.__func__
+    calls: list[tuple] = []
+
+    def counting(cls: type, *args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", classmethod(counting))
+    prune("tiny-llama", "wanda", "2of4", tmp_path / "ckpt", cfg, progress=False)
+    source = Path(prepare(spec_for(cfg, "tiny-llama")))
+    # a random zoo model's pre-check also reads its tokenizer SOURCE (zoo/opt-tiny) for the
+    # vocabulary size of its config; the model's own tokenizer is loaded exactly once
+    assert [a for a in calls if Path(a[0]) == source] == [(source,)], calls
+    assert len(calls) == 2
