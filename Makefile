@@ -37,7 +37,7 @@ slurm-packages:         ## Debian packages of the throwaway SLURM test cluster (
 	  slurm-client munge mariadb-server
 
 test-slurm: setup slurm-packages  ## the SLURM profile on a single-node cluster (root; docs/scale-out.md)
-	$(BIN)/python -m pytest -q -m slurm tests/test_slurm.py
+	$(BIN)/python -m pytest -q -m slurm tests/e2e/test_slurm.py
 
 grid: setup             ## set up, then the default grid and the leaderboard (site/_build/)
 	$(BIN)/snakemake --cores $(CORES) --keep-going

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 from bench.config import load_config, plan, seed_runs, with_seed  # noqa: E402
-from bench.speed_run import targets as speed_targets  # noqa: E402
+from bench.speed.speed_run import targets as speed_targets  # noqa: E402
 from bench.workflow import (  # noqa: E402
     grid_configfile, job_resources, job_threads, method_source, pin_work_dirs, prepare_inputs,
     prune_inputs, site_sources, train_recipe, write_effective_config)

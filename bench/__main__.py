@@ -5,7 +5,7 @@ Owns argument parsing and turning errors into one clear line: a user's error (ba
 disk full or read-only, a foreign or corrupt file) exits with 2, a bug with 1; `--debug`
 anywhere on the line shows the traceback. SIGTERM unwinds like Ctrl-C, so no temporary or
 lock is left behind. All work is done by importable functions (bench.pipeline,
-bench.leaderboard, bench.train).
+bench.board.leaderboard, bench.zoo.train).
 """
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ def _cmd_plan(args: argparse.Namespace) -> None:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> None:
-    from bench import models, outputs
+    from bench import outputs
+    from bench.zoo import models
     from bench.config import load_config
     from bench.zoo import model_provenance, spec_for
 
@@ -81,7 +82,7 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def _cmd_calib(args: argparse.Namespace) -> None:
-    from bench.calibration import make_calibration
+    from bench.data.calibration import make_calibration
     from bench.config import load_config
 
     make_calibration(args.model, load_config(args.config), Path(args.out) if args.out else None)
@@ -129,7 +130,7 @@ def _cmd_level_db(args: argparse.Namespace) -> None:
 
 
 def _cmd_zeroshot(args: argparse.Namespace) -> None:
-    from bench.zeroshot import evaluate_checkpoint
+    from bench.evaluation.zeroshot import evaluate_checkpoint
 
     record = evaluate_checkpoint(Path(args.checkpoint), Path(args.out), args.config)
     avg = {k: v for k, v in record["metrics"].items() if k.startswith("zeroshot/average/")}
@@ -139,7 +140,7 @@ def _cmd_zeroshot(args: argparse.Namespace) -> None:
 
 def _cmd_speed(args: argparse.Namespace) -> None:
     from bench.config import load_config
-    from bench.speed_run import run_target
+    from bench.speed.speed_run import run_target
 
     record = run_target(args.target, load_config(args.config), Path(args.out) if args.out else None,
                         progress=not args.quiet, weights=args.weights)
@@ -149,7 +150,7 @@ def _cmd_speed(args: argparse.Namespace) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
-    from bench.compare import compare, table
+    from bench.board.compare import compare, table
 
     methods = args.methods.split(",") if args.methods else None
     for metric in args.metric or ["ppl", "kl", "zeroshot", "flips"]:
@@ -158,21 +159,21 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 
 
 def _cmd_method_card(args: argparse.Namespace) -> None:
-    from bench.method_cards import card_path, write_card
+    from bench.board.method_cards import card_path, write_card
 
     for name in args.method:
         sys.stdout.write(f"{write_card(name, Path(args.out) if args.out else card_path(Path(args.results), name))}\n")
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> None:
-    from bench.leaderboard import build_site
+    from bench.board.leaderboard import build_site
 
     index = build_site(Path(args.results), Path(args.out), args.configfile)
     sys.stdout.write(f"{index}\n")
 
 
 def _cmd_new_method(args: argparse.Namespace) -> None:
-    from bench.scaffold import new_method
+    from bench.tools.scaffold import new_method
 
     method, test = new_method(args.name, args.kind)
     sys.stdout.write(f"{method}\n{test}\nnext: edit {method}, then\n"
@@ -326,8 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     handlers = ({sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
                 if threading.current_thread() is threading.main_thread() else {})
     try:
-        if args is None:                      # everything after `train` belongs to bench.train
-            from bench import train
+        if args is None:                      # everything after `train` belongs to bench.zoo.train
+            from bench.zoo import train
 
             train.main(argv[1:])
         else:

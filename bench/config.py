@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from bench import fits
+from bench.zoo import fits
 from bench.packages import REPO_ROOT
 from bench.zoo import get_spec, load_zoo, read_yaml  # noqa: F401 (read_yaml: config files too)
 from methods import registry
@@ -102,7 +102,7 @@ def plan(cfg: dict[str, Any]) -> tuple[list[Run], list[tuple[Run, str]]]:
 
     Decided from each model's config, before any job: a sequence length beyond a model's
     positions is a config error; an N:M pattern whose M does not divide a layer's width drops
-    that model's cells of the pattern (bench.fits)."""
+    that model's cells of the pattern (bench.zoo.fits)."""
     zoo = load_zoo(REPO_ROOT / cfg["zoo"])
     methods = {name: registry.create(name, params) for name, params in cfg["methods"].items()}
     nm = any(parse_pattern(slug).kind == "nm" for slug in cfg["patterns"])

@@ -20,15 +20,18 @@ from typing import Any
 
 import torch
 
-from bench import checkpoint as checkpoint_mod
-from bench import calibration, data, examples, fits, models, outputs, results, structure, structured_run
-from bench import zeroshot as zeroshot_mod
+from bench.evaluation import checkpoint as checkpoint_mod
+from bench import data, outputs, results, structure, structured_run
+from bench.data import calibration
+from bench.evaluation import examples
+from bench.zoo import fits, models
+from bench.evaluation import zeroshot as zeroshot_mod
 from bench.adapters import adapter_for
-from bench.calibration import load_calibration_for
-from bench.checkpoint import PRUNE_JSON
+from bench.data.calibration import load_calibration_for
+from bench.evaluation.checkpoint import PRUNE_JSON
 from bench.config import load_config
 from bench.engine import prune_layerwise, validate_layers
-from bench.evaluate import check_finite_weights, check_pattern, measure_sparsity, perplexity
+from bench.evaluation.evaluate import check_finite_weights, check_pattern, measure_sparsity, perplexity
 from bench.packages import REPO_ROOT
 from bench.zoo import get_spec, load_zoo, model_provenance, spec_for
 from methods import registry
@@ -286,7 +289,7 @@ def _dense(info: dict[str, Any], cfg: dict[str, Any], dtype: torch.dtype,
 
 def _examples_record(info: dict[str, Any], run: dict[str, Any], window: dict[str, Any],
                      zs: dict[str, Any] | None) -> dict[str, Any]:
-    """The per-example record of a run (bench/examples.py)."""
+    """The per-example record of a run (bench/evaluation/examples.py)."""
     return {"schema": examples.SCHEMA,
             "run": {"model": info["model"]["key"], "method": info["method"]["name"],
                     "pattern": info["pattern"]["slug"], "created_at": info["created_at"]},

@@ -96,7 +96,7 @@ RUN_SCHEMA: dict[str, Any] = {
         "speed": {"type": "object", "required": ["kind"]},
         # model-level methods: what the method reports (removed units, the searched layout)
         "method_report": {"type": "object"},
-        # the per-example file beside the run JSON (bench/examples.py): its file name
+        # the per-example file beside the run JSON (bench/evaluation/examples.py): its file name
         "examples": {"type": "string", "pattern": EXAMPLES_NAME},
     }, optional=("structure", "speed", "method_report", "examples")),
 }
@@ -275,7 +275,7 @@ def git_info(repo: Path) -> dict[str, Any]:
     whether tracked files differ from it (results/ and untracked files are ignored).
     PRUNEBENCH_COMMIT, when set, names the commit a copied tree was made from and wins: the GPU
     machine gets a copy of a clean committed tree whose .git, if any, is not that commit's
-    (seen: a stale HEAD; bench/gpu_check.py)."""
+    (seen: a stale HEAD; bench/speed/gpu_check.py)."""
     copied = os.environ.get("PRUNEBENCH_COMMIT")
     if copied:
         return {"git_commit": copied, "git_dirty": False}

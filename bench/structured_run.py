@@ -16,10 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench import data, models, outputs
-from bench import latency as lat
+from bench import data, outputs
+from bench.zoo import models
+from bench.evaluation import latency as lat
 from bench.adapters import ArchAdapter, adapter_for
-from bench.calibration import load_calibration_for
+from bench.data.calibration import load_calibration_for
 from bench.packages import work_dir
 from bench.structure import describe, structured_params
 from bench.zoo import spec_for

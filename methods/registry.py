@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any
 
+import methods
 from methods.base import Method, PruneBenchError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,6 @@ def register(cls: type[Method]) -> type[Method]:
 
 def method_modules() -> list[str]:
     """Every module of the methods/ package that may define methods, sorted."""
-    import methods
-
     return sorted(f"methods.{m.name}" for m in pkgutil.iter_modules(methods.__path__)
                   if not m.name.startswith("_") and m.name not in SUPPORT_MODULES)
 

@@ -17,7 +17,7 @@ the subspace {W' : W'_S = 0}; composing projections onto nested subspaces equals
 the smallest. Hence sequential OBS removal of a set S ends at the SAME weights as `reconstruct` on
 the kept complement (up to float error), and the step errors sum to its error. A ladder of levels
 is therefore stored as the removal order alone and any level is materialised with one solve
-(`kept_units` + `reconstruct`). tests/test_structured_obs.py checks this.
+(`kept_units` + `reconstruct`). tests/methods/test_method_structured_obs.py checks this.
 
 All maths is float64 on the input's device; results come back in W's dtype (errors as float32).
 """

@@ -2,7 +2,7 @@
 
 
 rule method_card:
-    # what the site says about a method (bench/method_cards.py), refreshed when its source changes
+    # what the site says about a method (bench/board/method_cards.py), refreshed when its source changes
     input:
         lambda wc: method_source(wc.method),
     output:

@@ -67,7 +67,7 @@ rule evaluate:
         zeroshot=lambda wc: ([f"work/zeroshot/{wc.model}/{wc.method}/{wc.pattern}.json"]
                              if CFG["evaluation"].get("zeroshot") else []),
     output:
-        # the run JSON and its per-example records (bench/examples.py), published together
+        # the run JSON and its per-example records (bench/evaluation/examples.py), published together
         run=f"{RESULTS}/runs/{{model}}/{{method}}/{{pattern}}.json",
         examples=f"{RESULTS}/runs/{{model}}/{{method}}/{{pattern}}.examples.json.gz",
     params:

@@ -1,4 +1,4 @@
-# 2:4 kernel speed: one job per grid model and paper-scale config (bench/speed_run.py). Without a
+# 2:4 kernel speed: one job per grid model and paper-scale config (bench/speed/speed_run.py). Without a
 # GPU the job records "no GPU" and the plan; on a GPU machine re-run it with `-R speed`.
 
 

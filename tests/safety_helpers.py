@@ -57,7 +57,7 @@ def no_model_load(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 
 def forbid_model_load(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    from bench import models
+    from bench.zoo import models
 
     calls: list[Any] = []
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from bench.adapters import ADAPTERS, adapter_by_arch, adapter_for, layer_sparsity
-from bench.slicing import layer_units, unit_view
+from bench.structure.slicing import layer_units, unit_view
 from bench.zoo import ARCHS
 from methods.base import PruneBenchError
 from tests.conftest import tiny_model

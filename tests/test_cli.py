@@ -79,10 +79,10 @@ def test_prune_then_evaluate_end_to_end(tmp_path) -> None:
 @pytest.mark.parametrize("method", ["llm_pruner", "darwinlm"])
 def test_structured_prune_then_evaluate(tmp_path, method: str) -> None:
     """A structured run: a smaller checkpoint that plain from_pretrained reloads (after
-    register(); identical logits: tests/test_structure.py), and a run JSON with structure,
+    register(); identical logits: tests/structure/test_structure.py), and a run JSON with structure,
     speed and the method's report."""
     from bench.pipeline import evaluate, prune
-    from bench.slim_models import register
+    from bench.structure.slim_models import register
 
     ckpt = tmp_path / "ckpt"
     info = prune("tiny-llama", method, "structured-20", ckpt, SMOKE, progress=False)

@@ -11,7 +11,8 @@ import pytest
 import torch
 import yaml
 
-from bench import checkpoint, data
+from bench import data
+from bench.evaluation import checkpoint
 from bench.config import load_config, plan
 from bench.packages import REPO_ROOT
 from methods.base import PruneBenchError, parse_pattern
@@ -105,7 +106,7 @@ def test_a_zeroshot_file_of_another_run_is_refused_before_perplexity(pruned, tmp
 
 
 def _calib_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from bench import calibration
+    from bench.data import calibration
 
     monkeypatch.setattr(calibration, "calib_path", lambda key: tmp_path / f"{key}.safetensors")
     return tmp_path / "tiny-llama.safetensors"
@@ -115,7 +116,7 @@ def test_a_calibration_cache_that_no_longer_matches_its_sha256_is_resampled(
         tmp_path, monkeypatch, caplog) -> None:
     """Before: the tampered ids were used and the run recorded another hash than the protocol's.
     Now the default cache is sampled again (with a warning), an explicit --calib is refused."""
-    from bench import calibration
+    from bench.data import calibration
 
     cfg = load_config(SMOKE)
     cache = _calib_cache(tmp_path, monkeypatch)
@@ -139,7 +140,7 @@ def test_a_calibration_cache_that_no_longer_matches_its_sha256_is_resampled(
 
 
 def test_an_unreadable_calibration_cache_is_never_replaced(tmp_path, monkeypatch) -> None:
-    from bench import calibration
+    from bench.data import calibration
 
     cache = _calib_cache(tmp_path, monkeypatch)
     cache.write_bytes(b"not a safetensors file")
@@ -213,7 +214,7 @@ def test_the_local_profile_reruns_incomplete_jobs_and_the_readme_says_how_to_go_
 
 
 def test_nan_weights_in_the_input_model_are_blamed_on_it(tmp_path, capsys, monkeypatch) -> None:
-    from bench import models
+    from bench.zoo import models
 
     real = models.load_model
 
@@ -314,7 +315,7 @@ def test_a_plugin_error_names_the_method_its_origin_and_the_layer(plugin_env, tm
                                  TypeError("unsupported operand"), PermissionError(13, "Permission denied")])
 def test_os_index_and_type_errors_are_one_line_and_debug_shows_the_traceback(
         capsys, monkeypatch, exc) -> None:
-    from bench import leaderboard
+    from bench.board import leaderboard
     from bench.__main__ import main
 
     def fail(*args, **kwargs):
@@ -330,7 +331,7 @@ def test_os_index_and_type_errors_are_one_line_and_debug_shows_the_traceback(
 def test_a_safetensors_error_is_one_line(pruned, tmp_path, capsys, monkeypatch) -> None:
     from safetensors import SafetensorError
 
-    from bench import models
+    from bench.zoo import models
 
     def broken(*args, **kwargs):
         raise SafetensorError("Error while deserializing header: HeaderTooLarge")

@@ -225,7 +225,7 @@ def test_a_full_disk_during_prune_and_evaluate_is_one_line_and_leaves_nothing(tm
 
 
 def test_new_method_never_overwrites(tmp_path, capsys) -> None:
-    from bench.scaffold import new_method
+    from bench.tools.scaffold import new_method
 
     methods_dir, tests_dir = tmp_path / "m", tmp_path / "t"
     methods_dir.mkdir()
@@ -264,7 +264,7 @@ def test_a_prepared_model_cache_is_verified_and_a_foreign_one_never_replaced(tmp
                                                                              monkeypatch) -> None:
     """work/models/KEY is used only while its files match the sha256 in its provenance.json (an
     altered weight file is converted again); a folder there without provenance.json is refused."""
-    from bench import materialize, models
+    from bench.zoo import materialize, models
 
     monkeypatch.setenv("PRUNEBENCH_WORK", str(tmp_path))
     spec = get_spec("tiny-llama")

