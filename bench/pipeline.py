@@ -33,7 +33,7 @@ from bench.config import load_config
 from bench.engine import prune_layerwise, validate_layers
 from bench.evaluation.evaluate import check_finite_weights, check_pattern, measure_sparsity, perplexity
 from bench.packages import REPO_ROOT
-from bench.zoo import get_spec, load_zoo, model_provenance, spec_for
+from bench.zoo import model_provenance, spec_for
 from methods import registry
 from methods.base import LayerwiseMethod, MethodError, ModelMethod, PruneBenchError, parse_pattern
 
@@ -96,8 +96,7 @@ def prune(model_key: str, method_name: str, pattern_slug: str, out: Path,
     refused when it is not a checkpoint this tool wrote, locked against concurrent writers)."""
     cfg = load_config(config)
     _setup(cfg, progress)
-    zoo = load_zoo(REPO_ROOT / cfg["zoo"])
-    spec = get_spec(model_key, zoo)
+    spec = spec_for(cfg, model_key)
     pattern = parse_pattern(pattern_slug)
     check_params(params)
     method = registry.create(method_name, {**cfg["methods"].get(method_name, {}), **(params or {})})

@@ -42,7 +42,7 @@ from bench.speed import gpu_block, gpu_profile, gpu_speed
 from bench.data.calibration import load_calibration_for
 from bench.config import load_config, plan, read_yaml
 from bench.zoo.models import prepare
-from bench.zoo import get_spec, load_zoo
+from bench.zoo import spec_for
 from bench.packages import REPO_ROOT
 from bench.pipeline import evaluate
 from bench.pipeline import prune as prune_run
@@ -219,7 +219,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     cfg = smoke_config(args.device, "float32", work)
     models = cfg["models"]
     for model in models:        # prepared once here, not raced by the processes below
-        prepare(get_spec(model, load_zoo(REPO_ROOT / cfg["zoo"])))
+        prepare(spec_for(cfg, model))
         load_calibration_for(model, cfg, None)
     for dtype in args.dtypes:      # one process per model and dtype: the runs are launch-bound
         for model in models:
