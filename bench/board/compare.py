@@ -207,8 +207,8 @@ def table(result: dict[str, Any]) -> str:
         head += f"; chance {_fmt(result['chance'], metric)}"
     if result["noise_floor"]:
         head += f"; noise floor {100 * result['noise_floor']:.2f} % of the best"
-    lines = [head, f"{'rank':<8}{'method':<18}{'value':>10}  {'vs dense [95% CI]':<34}"
-                   f"{'vs best [95% CI]':<34}{'seeds mean ± sd':<22}note"]
+    lines = [head, f"{'rank':<8}{'method':<18}{'value':>10}  {'vs dense [95% CI]':<33} "
+                   f"{'vs best [95% CI]':<33} {'seeds mean ± sd':<21} note"]
     for r in result["rows"]:
         rank = "chance" if r.at_chance else (f"{r.rank}=" if r.tied_with_best and r.rank == 1
                                              else str(r.rank))
@@ -219,7 +219,7 @@ def table(result: dict[str, Any]) -> str:
             note = (f"at chance: its own 95% interval [{_fmt(r.own.lo, metric)}, "
                     f"{_fmt(r.own.hi, metric)}] holds {_fmt(result['chance'], metric)}; not ranked")
         lines.append(f"{rank:<8}{r.method:<18}{_fmt(r.value, metric):>10}  "
-                     f"{_iv(r.vs_dense, metric):<34}{_iv(r.vs_best, metric):<34}{seeds:<22}{note}")
+                     f"{_iv(r.vs_dense, metric):<33} {_iv(r.vs_best, metric):<33} {seeds:<21} {note}")
     lines.append(f"paired percentile bootstrap, {result['resamples']} resamples, seed "
                  f"{result['seed']}; rank 1= : tied with the best (interval contains 0"
                  f"{' or the difference is under the noise floor' if result['noise_floor'] else ''})")
