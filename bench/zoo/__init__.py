@@ -11,6 +11,7 @@ used for config files too). Preparing and loading models is bench/zoo/models.py.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,13 +123,27 @@ def _recipe(entry: dict[str, Any], bad: Any) -> str | None:
     return recipe
 
 
+# (path, sha256 of its bytes) -> its validated specs: a command parses and checks the zoo once
+_READ: dict[tuple[str, str], dict[str, ModelSpec]] = {}
+
+
 def load_zoo(path: Path | None = None) -> dict[str, ModelSpec]:
-    """Read and validate the zoo file (default config/models.yaml), keyed by model key."""
+    """Read and validate the zoo file (default config/models.yaml), keyed by model key; parsed
+    and validated again only when its bytes changed."""
     path = Path(path) if path is not None else REPO_ROOT / "config" / "models.yaml"
+    try:
+        key: tuple[str, str] | None = (str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+    except OSError:
+        key = None                                   # read_yaml names the unreadable file
+    if key is not None and key in _READ:
+        return dict(_READ[key])
     data = read_yaml(path, "model zoo file")
     if not isinstance(data, dict) or not data:
         raise ValueError(f"{path}: expected a non-empty mapping of model key -> entry")
-    return {str(k): _validate(str(k), v, str(path)) for k, v in data.items()}
+    specs = {str(k): _validate(str(k), v, str(path)) for k, v in data.items()}
+    if key is not None:
+        _READ[key] = specs
+    return dict(specs)
 
 
 def get_spec(key: str, zoo: dict[str, Any] | None = None) -> ModelSpec:

@@ -11,6 +11,7 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
+import bench.zoo as zoo_module
 from bench.config import load_config
 from bench.zoo.models import load_model, prepare
 from bench.pipeline import prune
@@ -235,3 +236,18 @@ def test_a_prune_loads_the_tokenizer_once(tmp_path: Path, monkeypatch: pytest.Mo
     # vocabulary size of its config; the model's own tokenizer is loaded exactly once
     assert [a for a in calls if Path(a[0]) == source] == [(source,)], calls
     assert len(calls) == 2
+
+
+def test_the_zoo_file_is_parsed_once_until_it_changes(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write_zoo(tmp_path / "zoo.yaml", "m: {arch: llama, description: one, "
+                                             "source: {kind: hub, id: x/y}}\n")
+    reads: list[Path] = []
+    real = zoo_module.read_yaml
+    monkeypatch.setattr(zoo_module, "read_yaml", lambda p, what: (reads.append(p), real(p, what))[1])
+    first, again = load_zoo(path), load_zoo(path)
+    assert first == again and len(reads) == 1
+    first.pop("m")                                       # a caller's copy, not the cache
+    assert "m" in load_zoo(path) and len(reads) == 1
+    _write_zoo(path, "m: {arch: llama, description: two, source: {kind: hub, id: x/y}}\n")
+    assert load_zoo(path)["m"].description == "two" and len(reads) == 2
