@@ -18,7 +18,7 @@ ZS_PREFIX = "zeroshot/"
 
 @dataclass(frozen=True)
 class Column:
-    key: str                      # key in a flat run row (bench/leaderboard.flat_rows)
+    key: str                      # key in a flat run row (bench.board.leaderboard.flat_rows)
     name: str                     # header text
     description: str              # header tooltip
     lower_is_better: bool | None  # None: not a score (names, settings)

@@ -1,7 +1,7 @@
 """Benchmark: how many zero-shot documents the grid needs (a power analysis on committed runs).
 
 Owns the measurement behind `evaluation.zeroshot.limit`: the zero-shot subsets are nested (the
-first `limit` documents of one seeded permutation, bench/zeroshot.subset), so the runs of one
+first `limit` documents of one seeded permutation, bench.evaluation.zeroshot.subset), so the runs of one
 model scored at the grid's limit also hold their scores on every smaller subset. For each run
 of the model, the half-width of the paired 95 % interval of its zero-shot average against dense
 is measured at each count (default 100, 250 and the grid's limit), and predicted for the larger
