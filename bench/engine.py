@@ -1,8 +1,9 @@
 """The sequential layer-wise engine shared by every layer-wise method.
 
-Owns the loop: (1) run the modules before the first block on the calibration ids and capture the
-first block's positional input and ALL keyword arguments (masks, position ids, rotary
-embeddings) with a dedicated stop exception; (2) for each block, hook its prunable linears,
+Owns the loop: (1) run the model on the calibration ids with every block stubbed out and capture
+the first block's positional input and EVERY block's keyword arguments (masks, position ids,
+rotary embeddings: Gemma3's sliding-window and global layers get different ones), stopping at
+the last block with a dedicated exception; (2) for each block, hook its prunable linears,
 run the calibration data through it, accumulate the statistic the method asked for (one
 accumulator per shared-input group), prune each group, and hand the PRUNED block's outputs to
 the next block. Only one block's statistics live at a time. Data-free methods skip the data
@@ -41,13 +42,13 @@ log = logging.getLogger(__name__)
 
 
 class StopForward(Exception):
-    """Raised by the capture hook to stop the model right before its first block."""
+    """Raised by the capture stub of the last block to stop the model there."""
 
 
 @dataclass
 class Captured:
-    hidden: list[torch.Tensor]           # per batch: [b, seq, d] input of block 0
-    kwargs: list[dict[str, Any]]         # per batch: keyword arguments of block 0
+    hidden: list[torch.Tensor]              # per batch: [b, seq, d] input of block 0
+    kwargs: list[list[dict[str, Any]]]      # per block, per batch: the block's keyword arguments
 
 
 @dataclass
@@ -67,17 +68,31 @@ def _first(out: Any) -> torch.Tensor:
 @torch.no_grad()
 def capture_block_inputs(model: nn.Module, adapter: ArchAdapter, input_ids: torch.Tensor,
                          batch_size: int) -> Captured:
-    """input_ids [n, seq] -> the first block's inputs and kwargs, batch by batch."""
-    block0 = adapter.blocks(model)[0]
+    """input_ids [n, seq] -> the first block's inputs, and every block's keyword arguments,
+    batch by batch. Blocks of one model may get different ones (Gemma3's sliding-window and
+    global layers: masks and rotary embeddings), so each block keeps its own. While capturing,
+    every block is a stub that records and returns its input unchanged, so the pass costs the
+    embeddings and the model's per-layer set-up, not a forward of the blocks."""
+    blocks = adapter.blocks(model)
     device = next(model.parameters()).device
-    cap = Captured([], [])
+    cap = Captured([], [[] for _ in blocks])
 
-    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        cap.hidden.append(args[0] if args else kwargs.pop("hidden_states"))
-        cap.kwargs.append(dict(kwargs))
-        raise StopForward
+    def stub(i: int) -> Callable[..., Any]:
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            hidden = args[0] if args else kwargs.pop("hidden_states")
+            if i == 0:
+                cap.hidden.append(hidden)
+            cap.kwargs[i].append(dict(kwargs))
+            if i == len(blocks) - 1:
+                raise StopForward
+            return hidden
+        return forward
 
-    handle = block0.register_forward_pre_hook(hook, with_kwargs=True)
+    # an instance attribute shadows the class's forward; one already there (accelerate's
+    # offloading wrapper) is put back afterwards
+    saved = [block.__dict__.get("forward") for block in blocks]
+    for i, block in enumerate(blocks):
+        block.forward = stub(i)
     try:
         for start in range(0, input_ids.shape[0], batch_size):
             batch = input_ids[start:start + batch_size].to(device)
@@ -86,7 +101,11 @@ def capture_block_inputs(model: nn.Module, adapter: ArchAdapter, input_ids: torc
             except StopForward:
                 pass
     finally:
-        handle.remove()
+        for block, own in zip(blocks, saved):
+            if own is None:
+                del block.forward
+            else:
+                block.forward = own
     return cap
 
 
@@ -281,7 +300,7 @@ def prune_layerwise(model: nn.Module, adapter: ArchAdapter, method: LayerwiseMet
         prefix = f"{adapter.blocks_path}.{bi}."
         if sequential and lockstep:
             hidden = _Lockstep(block, adapter, method, pattern, prefix, report).run(
-                hidden, cap.kwargs)
+                hidden, cap.kwargs[bi])
             _finite_hidden(hidden, f"the outputs of block {bi} after pruning it with "
                                    f"{registry.label(method.name)}")
             if on_block_output is not None:
@@ -298,7 +317,7 @@ def prune_layerwise(model: nn.Module, adapter: ArchAdapter, method: LayerwiseMet
                     accs[group] = acc
                     handles += _input_hooks(block, adapter, group[:1], acc.add)
                 try:
-                    for h, kw in zip(hidden, cap.kwargs):
+                    for h, kw in zip(hidden, cap.kwargs[bi]):
                         block(h, **kw)
                 finally:
                     for handle in handles:
@@ -314,7 +333,7 @@ def prune_layerwise(model: nn.Module, adapter: ArchAdapter, method: LayerwiseMet
         if bi == len(blocks) - 1 and on_block_output is None:
             break                                   # nothing consumes the last block's outputs
         t2 = time.perf_counter()
-        hidden = [_first(block(h, **kw)) for h, kw in zip(hidden, cap.kwargs)]
+        hidden = [_first(block(h, **kw)) for h, kw in zip(hidden, cap.kwargs[bi])]
         _finite_hidden(hidden, f"the outputs of block {bi} after pruning it with "
                                f"{registry.label(method.name)}")
         report.seconds_propagate += time.perf_counter() - t2

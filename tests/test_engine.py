@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
 from conftest import tiny_model
 
-from bench.adapters import adapter_for, layer_sparsity
-from bench.engine import prune_layerwise
+from bench.adapters import ArchAdapter, adapter_by_arch, adapter_for, layer_sparsity
+from bench.engine import capture_block_inputs, prune_layerwise
 from methods.base import LayerResult, LayerwiseMethod, MethodError, Pattern, parse_pattern
 from methods import registry
 
@@ -141,3 +142,49 @@ def test_sequential_differs_from_block_parallel_only_after_first_group(arch):
     for name in first:
         torch.testing.assert_close(weights[0][name], weights[1][name], rtol=1e-5, atol=1e-6)
     assert any(not torch.equal(weights[0][n], weights[1][n]) for n in weights[0] if n not in first)
+
+
+def _tiny_gemma3() -> tuple[torch.nn.Module, ArchAdapter]:
+    """A random Gemma3 alternating sliding-window (window 4) and global layers, and an adapter
+    for it written as data in the test (the zoo has no gemma3 entry yet)."""
+    torch.manual_seed(0)
+    config = transformers.AutoConfig.for_model(
+        "gemma3_text", hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=1, head_dim=16, vocab_size=128,
+        max_position_embeddings=128, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"] * 2)
+    adapter = ArchAdapter(arch="gemma3", model_types=("gemma3_text",), blocks_path="model.layers",
+                          groups=adapter_by_arch("llama").groups)
+    return transformers.AutoModelForCausalLM.from_config(config).eval(), adapter
+
+
+@pytest.mark.parametrize("sequential,lockstep", [(False, True), (True, True), (True, False)])
+def test_engine_equals_the_forward_of_a_model_whose_blocks_differ(sequential, lockstep):
+    """Sliding-window and global layers get different masks and rotary embeddings from the
+    model: the engine hands every block its own keyword arguments, not block 0's."""
+    model, adapter = _tiny_gemma3()
+    ids = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(2))
+    expected = _own_block_outputs(model, adapter, ids)
+    got: dict[int, torch.Tensor] = {}
+    prune_layerwise(model, adapter, NoOpHessian(), Pattern("dense", "dense", 0.0), ids,
+                    batch_size=2, sequential=sequential, progress=False, lockstep=lockstep,
+                    on_block_output=lambda i, hs: got.__setitem__(i, torch.cat(hs)))
+    assert sorted(got) == list(range(4))
+    for i in expected:
+        torch.testing.assert_close(got[i], expected[i], rtol=1e-5, atol=1e-5)
+
+
+def test_capture_puts_every_block_forward_back():
+    """The capture stubs replace nothing for good: a block's own instance-level forward (as
+    accelerate's offloading installs) is restored, and the others use their class's again."""
+    model, adapter = _tiny_gemma3()
+    blocks = adapter.blocks(model)
+    wrapper = blocks[1].forward
+    blocks[1].forward = wrapper                     # an instance attribute, like accelerate's
+    cap = capture_block_inputs(model, adapter, torch.randint(0, 128, (3, 8)), 2)
+    assert [len(k) for k in cap.kwargs] == [2] * 4 and len(cap.hidden) == 2
+    assert blocks[1].__dict__["forward"] is wrapper
+    assert all("forward" not in b.__dict__ for i, b in enumerate(blocks) if i != 1)
+    # sliding-window and global layers were handed different masks
+    assert not torch.equal(cap.kwargs[0][0]["position_embeddings"][0],
+                           cap.kwargs[1][0]["position_embeddings"][0])
