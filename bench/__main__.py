@@ -5,7 +5,7 @@ Owns argument parsing and turning errors into one clear line: a user's error (ba
 disk full or read-only, a foreign or corrupt file) exits with 2, a bug with 1; `--debug`
 anywhere on the line shows the traceback. SIGTERM unwinds like Ctrl-C, so no temporary or
 lock is left behind. All work is done by importable functions (bench.pipeline,
-bench.board.leaderboard, bench.zoo.train).
+bench.board.leaderboard, bench.train).
 """
 from __future__ import annotations
 
@@ -327,8 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     handlers = ({sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
                 if threading.current_thread() is threading.main_thread() else {})
     try:
-        if args is None:                      # everything after `train` belongs to bench.zoo.train
-            from bench.zoo import train
+        if args is None:                      # everything after `train` belongs to bench.train
+            from bench import train
 
             train.main(argv[1:])
         else:

@@ -12,6 +12,8 @@ from bench.adapters import ADAPTERS
 from bench.packages import REPO_ROOT
 from bench.zoo import ARCHS
 
+# the wing folders of bench/, in the order of docs/architecture.md: each imports only earlier ones
+WINGS = ("structure", "zoo", "data", "evaluation", "speed", "board", "tools")
 # function-level imports of our own modules allowed, and why
 LAZY = {"bench.__main__": "each command imports only what it runs (a light --help)",
         "bench.evaluation.zeroshot": "bench.evaluation.zeroshot_lm subclasses lm-eval's HFLM, imported lazily itself"}
@@ -89,6 +91,28 @@ def test_no_import_circles_and_no_hidden_imports() -> None:
     assert _cycle(every) is None, " -> ".join(_cycle(every) or [])
     hidden = {m: sorted(v) for m, v in inner.items() if v and m not in LAZY}
     assert hidden == {}, f"function-level imports of our own modules: {hidden}"
+
+
+def _wing(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "bench" and len(parts) > 1 and parts[1] in WINGS else None
+
+
+def test_wings_import_only_the_wings_above_them() -> None:
+    assert sorted(WINGS) == sorted(p.name for p in (REPO_ROOT / "bench").iterdir()
+                                   if p.is_dir() and (p / "__init__.py").is_file())
+    mods = _modules()
+    upward = []
+    for name, path in mods.items():
+        here = _wing(name)
+        if here is None:
+            continue
+        top, inner = _imports(path, set(mods))
+        for target in sorted(top | inner):
+            there = _wing(target)
+            if there is not None and WINGS.index(there) > WINGS.index(here):
+                upward.append(f"{name} -> {target}")
+    assert upward == [], upward
 
 
 def test_one_architecture_list() -> None:

@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.results import schema_records
+from bench.speed.gpu_profile import kernel_seconds
 
-SCHEMA = "prunebench.cuda-check/1"     # bench/speed/gpu_check.py writes it; no import of the GPU code
-# profiler rows with device time that are not a kernel of the call: the operator's own row
-# (it repeats its kernels' time) and the profiler's buffer request
-NOT_KERNELS = ("aten::", "Activity Buffer Request")
+SCHEMA = "prunebench.cuda-check/1"     # bench/speed/gpu_check.py writes it
 
 
 def load_checks(results_dir: Path) -> dict[str, dict[str, Any]]:
@@ -52,11 +50,6 @@ def _ms(x: Any) -> str:
 
 def _ratio(x: Any) -> str:
     return f"{x:.2f}x" if isinstance(x, (int, float)) else "–"
-
-
-def kernel_seconds(kernels: list[dict[str, Any]]) -> float:
-    """Per-call device seconds of a profiled call: its kernels and memsets, nothing counted twice."""
-    return sum(k["per_call_s"] for k in kernels if not k["name"].startswith(NOT_KERNELS))
 
 
 def _profile(case: dict[str, Any]) -> dict[str, Any]:

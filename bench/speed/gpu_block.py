@@ -29,7 +29,7 @@ from bench.config import read_yaml
 from bench.engine import prune_layerwise
 from bench.evaluation.evaluate import check_finite_weights, check_pattern, measure_sparsity
 from bench.packages import REPO_ROOT
-from bench.speed.speed_shapes import paper_config
+from bench.zoo.shapes import paper_config
 from methods import registry
 from methods.base import parse_pattern
 

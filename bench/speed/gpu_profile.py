@@ -24,13 +24,20 @@ import torch
 import torch.nn.functional as F
 
 from bench import results, speed
-from bench.board.cuda_table import kernel_seconds
 
 log = logging.getLogger(__name__)
 # [out, in] of Llama-2-7B's linears (q/k/v/o, gate/up, down) at decode-like and prefill tokens
 SHAPES = {"paper": [(4096, 4096), (11008, 4096), (4096, 11008)], "tiny": [(256, 256)]}
 TOKENS = {"paper": [16, 2048], "tiny": [16, 128]}
 CALLS = 20                    # calls per profiled loop (and per graph replay)
+# profiler rows with device time that are not a kernel of the call: the operator's own row
+# (it repeats its kernels' time) and the profiler's buffer request
+NOT_KERNELS = ("aten::", "Activity Buffer Request")
+
+
+def kernel_seconds(kernels: list[dict[str, Any]]) -> float:
+    """Per-call device seconds of a profiled call: its kernels and memsets, nothing counted twice."""
+    return sum(k["per_call_s"] for k in kernels if not k["name"].startswith(NOT_KERNELS))
 
 
 def _device_us(evt: Any) -> float:
@@ -42,7 +49,7 @@ def _device_us(evt: Any) -> float:
 
 
 def profile_calls(fn: Callable[[], Any], device: torch.device, calls: int) -> dict[str, Any]:
-    """torch.profiler over `calls` calls: per-call kernel seconds (bench.board.cuda_table.kernel_seconds),
+    """torch.profiler over `calls` calls: per-call kernel seconds (`kernel_seconds`),
     the top op's host seconds, and every row with device time, largest first."""
     acts = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":

@@ -21,7 +21,7 @@ from bench import results, speed
 from bench.speed import speed_run
 from bench.config import load_config
 from bench.packages import REPO_ROOT
-from bench.speed.speed_shapes import linear_shapes
+from bench.zoo.shapes import linear_shapes
 
 log = logging.getLogger(__name__)
 # richest first; compiled mode is left out of a 15-minute lease (minutes of compilation per shape)

@@ -27,7 +27,7 @@ from bench.evaluation import latency
 from bench.zoo import models
 from bench.adapters import adapter_for
 from bench.packages import REPO_ROOT
-from bench.speed.speed_shapes import (PAPER_CONFIGS, LinearShape, grid_config, linear_shapes, meta_model,
+from bench.zoo.shapes import (PAPER_CONFIGS, LinearShape, grid_config, linear_shapes, meta_model,
                                 paper_config, random_model)
 from bench.zoo import spec_for
 from methods.base import PruneBenchError

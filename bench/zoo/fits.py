@@ -18,7 +18,7 @@ from bench.zoo import models
 from bench.adapters import adapter_for
 from bench.zoo.materialize import random_config
 from bench.packages import work_dir
-from bench.speed.speed_shapes import GRID_CONFIGS, grid_config, meta_model
+from bench.zoo.shapes import GRID_CONFIGS, grid_config, meta_model
 from bench.zoo import ModelSpec, model_provenance
 from methods.base import Method, Pattern, PruneBenchError
 

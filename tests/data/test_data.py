@@ -18,7 +18,7 @@ def corpora() -> dict[str, Corpus]:
 @pytest.fixture(scope="module")
 def tokenizer(corpora, tmp_path_factory):
     """A small byte-level BPE trained in a second on a slice of the calibration text."""
-    from bench.zoo.train import train_tokenizer
+    from bench.train import train_tokenizer
 
     return train_tokenizer(corpora["calib"].text[:200_000], 512,
                            tmp_path_factory.mktemp("tok"), 512)

@@ -12,7 +12,7 @@ from bench import speed
 from bench.speed import speed_run
 from bench.config import load_config
 from bench.packages import REPO_ROOT
-from bench.speed.speed_shapes import PAPER_CONFIGS, linear_shapes, meta_model, paper_config
+from bench.zoo.shapes import PAPER_CONFIGS, linear_shapes, meta_model, paper_config
 from bench.zoo import get_spec
 from tests.conftest import tiny_model
 
@@ -190,7 +190,7 @@ def test_random_weights_target_has_the_real_shapes_and_says_so(tmp_path: Path) -
 def test_bad_weights_and_missing_config_are_one_line_errors() -> None:
     from methods.base import PruneBenchError
 
-    from bench.speed.speed_shapes import grid_config
+    from bench.zoo.shapes import grid_config
 
     cfg = load_config(SMOKE)
     with pytest.raises(PruneBenchError, match=r"unknown weights 'fake' \(one of real, random\)"):
@@ -204,7 +204,7 @@ def test_smollm2_config_snapshot_matches_the_real_model() -> None:
     """GRID_CONFIGS['smollm2-135m'] against the model `prepare` converts (downloads 93 MB if
     absent): same config fields that set shapes, same prunable shapes, same parameter count."""
     from bench.zoo import models
-    from bench.speed.speed_shapes import GRID_CONFIGS, grid_config, random_model
+    from bench.zoo.shapes import GRID_CONFIGS, grid_config, random_model
 
     real, _ = models.load_model(models.prepare(get_spec("smollm2-135m")), torch.float32)
     snap = grid_config("smollm2-135m")

@@ -126,11 +126,11 @@ def test_every_layer_wise_method_prunes_mamba_2of4(method):
 
 
 def test_mamba_trains_and_ships_a_loadable_model(tmp_path):
-    """bench.zoo.train --arch mamba: the loss falls, the artefact reloads as MambaForCausalLM."""
+    """bench.train --arch mamba: the loss falls, the artefact reloads as MambaForCausalLM."""
     from test_train import TEXT, tiny_recipe
     from transformers import AutoModelForCausalLM
 
-    from bench.zoo.train import Trainer, _finish, heldout_ppl, train_chunks, train_tokenizer
+    from bench.train import Trainer, _finish, heldout_ppl, train_chunks, train_tokenizer
 
     torch.manual_seed(0)
     r = tiny_recipe(arch="mamba", hidden_size=32, num_layers=2, state_size=4, steps=30)

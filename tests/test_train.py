@@ -1,4 +1,4 @@
-"""bench.zoo.train: the training loop learns, the schedule is sane, and the shipped artefact loads."""
+"""bench.train: the training loop learns, the schedule is sane, and the shipped artefact loads."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.zoo.train import Recipe, Trainer, _finish, heldout_ppl, lr_at, main, train_chunks, \
+from bench.train import Recipe, Trainer, _finish, heldout_ppl, lr_at, main, train_chunks, \
     train_tokenizer
 
 TEXT = "\n\n".join(
