@@ -107,7 +107,7 @@ def test_equals_the_lm_eval_command_line(tmp_path) -> None:
     res = subprocess.run(
         [sys.executable, "-m", "lm_eval", "run", "--model", "hf", "--model_args",
          f"pretrained={tmp_path / 'ckpt'}", "dtype=float32", "--tasks", *ids,
-         "--include_path", str(REPO_ROOT / "bench" / "tasks"), "--samples", json.dumps(ids),
+         "--include_path", str(zeroshot.TASK_DIR), "--samples", json.dumps(ids),
          "--batch_size", "1", "--output_path", str(out)],
         capture_output=True, text=True, timeout=900, cwd=REPO_ROOT,
         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
