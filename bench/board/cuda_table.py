@@ -62,7 +62,18 @@ def _profile(case: dict[str, Any]) -> dict[str, Any]:
             "wall_speedup": _ratio(case.get("wall_speedup")),
             "kernel": f"{_ms(kd)} / {_ms(ks)}", "kernel_speedup": _ratio(kd / ks if ks else None),
             "graph_speedup": _ratio(case.get("graph_speedup")),
-            "host": f"{_ms(dense.get('host_s'))} / {_ms(sparse.get('host_s'))}"}
+            "host": f"{_ms(dense.get('host_s'))} / {_ms(sparse.get('host_s'))}",
+            "compiled": _compiled(case)}
+
+
+def _compiled(case: dict[str, Any]) -> str:
+    """'mode: speedup' per torch.compile mode the case ran in (why not, where it failed)."""
+    cells = []
+    for mode, d in (case["dense"].get("compiled") or {}).items():
+        sp = case["sparse"]["compiled"][mode]
+        err = d.get("error") or sp.get("error")
+        cells.append(f"{mode}: " + (f"failed ({err[:80]})" if err else _ratio(d["s"] / sp["s"])))
+    return "; ".join(cells)
 
 
 def check_sections(checks: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -83,5 +94,6 @@ def check_sections(checks: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "smoke": [_smoke(parts[k]) for k in sorted(parts) if k.startswith("smoke-")],
             "block": [_block(c) for c in (parts.get("block") or {}).get("cases", [])],
             "profile": [_profile(c) for c in (parts.get("profile") or {}).get("cases", [])],
+            "profile_compiled": bool((parts.get("profile") or {}).get("compile_modes")),
         })
     return out

@@ -231,14 +231,17 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     for p in procs:
         _wait(p, started + phase_a + 30)
     assemble(work, out, args.device, started)
-    gpu_profile.run_all(work, args.device, min(PROFILE_MAX_S, deadline - time.monotonic()),
-                        args.block_scale)
-    assemble(work, out, args.device, started)
-    block_budget = (deadline - time.monotonic()) * args.shares[1]
-    gpu_block.run_all(work, args.device, block_budget, args.block_scale, args.block_cases)
-    assemble(work, out, args.device, started)
-    gpu_speed.run_all(work, args.device, deadline - time.monotonic() - 10,
-                      lambda: assemble(work, out, args.device, started), args.speed_targets)
+    if "profile" not in args.skip:
+        gpu_profile.run_all(work, args.device, min(args.profile_s, deadline - time.monotonic()),
+                            args.block_scale, tuple(args.profile_compile))
+        assemble(work, out, args.device, started)
+    if "block" not in args.skip:
+        block_budget = (deadline - time.monotonic()) * args.shares[1]
+        gpu_block.run_all(work, args.device, block_budget, args.block_scale, args.block_cases)
+        assemble(work, out, args.device, started)
+    if "speed" not in args.skip:
+        gpu_speed.run_all(work, args.device, deadline - time.monotonic() - 10,
+                          lambda: assemble(work, out, args.device, started), args.speed_targets)
     return assemble(work, out, args.device, started)
 
 
@@ -262,6 +265,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--block-cases", nargs="+", default=None, metavar="METHOD:PATTERN",
                    help="only these block cases (default: every case of bench/speed/gpu_block.py)")
     p.add_argument("--speed-targets", nargs="+", default=None, help="only these speed targets")
+    p.add_argument("--skip", nargs="+", default=[], choices=("profile", "block", "speed"),
+                   help="with --part all: leave out these timing parts")
+    p.add_argument("--profile-s", type=float, default=PROFILE_MAX_S,
+                   help="profile part's budget within --part all")
+    p.add_argument("--profile-compile", nargs="+", default=[], choices=gpu_profile.COMPILE_MODES,
+                   help="profile part: also time each case compiled in these torch.compile modes")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     out = Path(args.out)
@@ -293,7 +302,8 @@ def main(argv: list[str] | None = None) -> None:
             log.info("done in %.0f s: %s", check["seconds"], sorted(check["parts"]))
         else:
             if args.part == "profile":
-                gpu_profile.run_all(work, args.device, args.budget_s, args.block_scale)
+                gpu_profile.run_all(work, args.device, args.budget_s, args.block_scale,
+                                    tuple(args.profile_compile))
             elif args.part == "block":
                 gpu_block.run_all(work, args.device, args.budget_s, args.block_scale,
                                   args.block_cases)

@@ -9,7 +9,9 @@ first) are
 - profiled (torch.profiler, CPU and CUDA): the summed device time of the kernels one call
   launches (`kernel_s`), the host time of the call's top operator (`host_s`) and the kernels;
 - replayed from a CUDA graph, which removes every host-side step from the timed loop
-  (`graph_s`; an error string where capture fails).
+  (`graph_s`; an error string where capture fails);
+- optionally (`compile_modes`), compiled with `torch.compile(mode=...)` and timed like `wall_s`
+  (`compiled[mode]`: seconds per call, and the seconds the first call spent compiling).
 If the 2:4 kernels take less device time than dense while the call takes more wall time, the
 loss is host-side set-up; if the kernels themselves are slower, it is the kernel.
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch._dynamo
 import torch.nn.functional as F
 
 from bench import results, speed
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 SHAPES = {"paper": [(4096, 4096), (11008, 4096), (4096, 11008)], "tiny": [(256, 256)]}
 TOKENS = {"paper": [16, 2048], "tiny": [16, 128]}
 CALLS = 20                    # calls per profiled loop (and per graph replay)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 # profiler rows with device time that are not a kernel of the call: the operator's own row
 # (it repeats its kernels' time) and the profiler's buffer request
 NOT_KERNELS = ("aten::", "Activity Buffer Request")
@@ -91,9 +95,34 @@ def graph_seconds(fn: Callable[[], Any], device: torch.device, calls: int) -> fl
         return f"capture failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
+def _linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return F.linear(x, w)
+
+
+def compiled_seconds(x: torch.Tensor, w: torch.Tensor, mode: str, device: torch.device
+                     ) -> dict[str, Any]:
+    """F.linear(x, w) under torch.compile(mode): seconds of the first (compiling) call and
+    the median seconds per call after it (or why it failed)."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode '{mode}' (known: {', '.join(COMPILE_MODES)})")
+    try:
+        torch._dynamo.reset()          # a fresh compile: first_call_s is the whole compilation
+        fn = torch.compile(_linear, mode=mode, dynamic=False)
+        speed.sync(device)
+        t0 = time.perf_counter()
+        fn(x, w)
+        speed.sync(device)
+        first = time.perf_counter() - t0
+        t = speed.time_calls({"c": lambda: fn(x, w)}, device, warmup=3, repeats=7,
+                             min_sample_s=2e-3)["c"]["median_s"]
+        return {"s": t, "first_call_s": first}
+    except Exception as exc:  # noqa: BLE001 (a refused compile is itself the finding)
+        return {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"}
+
+
 def profile_case(out_f: int, in_f: int, tokens: int, dtype: torch.dtype, backend: str,
-                 device: torch.device, make_sparse: speed.SparseMaker = speed.to_semi_structured
-                 ) -> dict[str, Any]:
+                 device: torch.device, make_sparse: speed.SparseMaker = speed.to_semi_structured,
+                 compile_modes: tuple[str, ...] = ()) -> dict[str, Any]:
     x, w = speed.operands(out_f, in_f, tokens, dtype, device, 0)      # x [tokens, in], w [out, in]
     ws = make_sparse(w, backend)
     fns = {"dense": lambda: F.linear(x, w), "sparse": lambda: F.linear(x, ws)}
@@ -106,7 +135,14 @@ def profile_case(out_f: int, in_f: int, tokens: int, dtype: torch.dtype, backend
         for name, fn in fns.items():
             row[name] = {"wall_s": walls[name]["median_s"], **profile_calls(fn, device, CALLS),
                          "graph_s": graph_seconds(fn, device, CALLS)}
+        for mode in compile_modes:
+            for name, wt in (("dense", w), ("sparse", ws)):
+                row[name].setdefault("compiled", {})[mode] = compiled_seconds(x, wt, mode, device)
     row["wall_speedup"] = row["dense"]["wall_s"] / row["sparse"]["wall_s"]
+    for mode in compile_modes:
+        d, sp = row["dense"]["compiled"][mode], row["sparse"]["compiled"][mode]
+        if "s" in d and "s" in sp:
+            row.setdefault("compiled_speedup", {})[mode] = d["s"] / sp["s"]
     if row["sparse"]["kernel_s"] > 0:
         row["kernel_speedup"] = row["dense"]["kernel_s"] / row["sparse"]["kernel_s"]
     if all(isinstance(row[n]["graph_s"], float) for n in fns):
@@ -114,14 +150,21 @@ def profile_case(out_f: int, in_f: int, tokens: int, dtype: torch.dtype, backend
     return row
 
 
-def run_all(out: Path, device: str, budget_s: float, scale: str = "paper") -> dict[str, Any]:
+def run_all(out: Path, device: str, budget_s: float, scale: str = "paper",
+            compile_modes: tuple[str, ...] = ()) -> dict[str, Any]:
     """Every shape x tokens in float16 on cuSPARSELt (a masked-dense stand-in on a CPU, marked
-    so) within `budget_s`; part-profile.json."""
+    so) within `budget_s`, compiled too in `compile_modes`; part-profile.json."""
+    for mode in compile_modes:
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"unknown compile mode '{mode}' (known: {', '.join(COMPILE_MODES)})")
+    if compile_modes:
+        speed.raise_compile_limits()
     dev = torch.device(device)
     deadline = time.monotonic() + budget_s
     reason = speed.backend_unavailable_reason("cusparselt") if dev.type == "cuda" else None
     stand_in = dev.type != "cuda"
     part: dict[str, Any] = {"device": device, "backend": "cusparselt", "calls": CALLS,
+                            "compile_modes": list(compile_modes),
                             "stand_in": stand_in, "cases": [], "skipped": [],
                             "environment": results.environment_info()}
     if dev.type == "cuda":
@@ -136,7 +179,7 @@ def run_all(out: Path, device: str, budget_s: float, scale: str = "paper") -> di
                 part["cases"].append(profile_case(
                     out_f, in_f, tokens, torch.float16 if not stand_in else torch.float32,
                     "cusparselt", dev, make_sparse=(lambda w, b: w.clone()) if stand_in
-                    else speed.to_semi_structured))
+                    else speed.to_semi_structured, compile_modes=compile_modes))
             except Exception as exc:  # noqa: BLE001 (recorded: a finding, not a crash)
                 part["skipped"].append(f"{case}: {type(exc).__name__}: {str(exc)[:200]}")
             log.info("profile %s done", case)

@@ -75,6 +75,23 @@ def test_profile_on_the_cpu_stand_in_is_marked_and_complete(tmp_path: Path) -> N
     assert json.loads((tmp_path / "part-profile.json").read_text())["cases"] == part["cases"]
 
 
+def test_profile_times_compiled_calls_and_the_site_shows_them(tmp_path: Path) -> None:
+    from bench.board.cuda_table import _profile
+
+    part = gpu_profile.run_all(tmp_path, "cpu", 120.0, "tiny", ("reduce-overhead",))
+    assert part["compile_modes"] == ["reduce-overhead"] and len(part["cases"]) == 2
+    for case in part["cases"]:
+        for name in ("dense", "sparse"):
+            got = case[name]["compiled"]["reduce-overhead"]
+            assert got["s"] > 0 and got["first_call_s"] >= got["s"]
+        want = case["dense"]["compiled"]["reduce-overhead"]["s"] / \
+            case["sparse"]["compiled"]["reduce-overhead"]["s"]
+        assert case["compiled_speedup"] == {"reduce-overhead": want}
+        assert _profile(case)["compiled"] == f"reduce-overhead: {want:.2f}x"
+    with pytest.raises(ValueError, match="unknown compile mode 'fast'"):
+        gpu_profile.run_all(tmp_path, "cpu", 1.0, "tiny", ("fast",))
+
+
 def test_assemble_brings_back_records_and_raw_parts(tmp_path: Path) -> None:
     work, out = tmp_path / "work", tmp_path / "out"
     (work / "speed").mkdir(parents=True)
