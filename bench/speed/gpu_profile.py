@@ -137,6 +137,9 @@ def profile_case(out_f: int, in_f: int, tokens: int, dtype: torch.dtype, backend
         for name, fn in fns.items():
             row[name] = {"wall_s": walls[name]["median_s"], **profile_calls(fn, device, CALLS),
                          "graph_s": graph_seconds(fn, device, CALLS)}
+    # no_grad, not inference_mode: dynamo refuses a 2:4 tensor subclass parameter in inference
+    # mode ("Cannot set version_counter for inference tensor", seen on the H200)
+    with torch.no_grad():
         for mode in compile_modes:
             for name, wt in (("dense", w), ("sparse", ws)):
                 row[name].setdefault("compiled", {})[mode] = compiled_seconds(x, wt, mode, device)
