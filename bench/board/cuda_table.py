@@ -73,6 +73,8 @@ def _compiled(case: dict[str, Any]) -> str:
         sp = case["sparse"]["compiled"][mode]
         err = d.get("error") or sp.get("error")
         cells.append(f"{mode}: " + (f"failed ({err[:80]})" if err else _ratio(d["s"] / sp["s"])))
+    if cells and any("weight" not in m for m in case["dense"]["compiled"].values() if "s" in m):
+        cells.append("(weight passed per call: CUDA-graph modes copy it each call)")
     return "; ".join(cells)
 
 

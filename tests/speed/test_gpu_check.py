@@ -140,6 +140,11 @@ def test_site_summaries_of_the_committed_gpu_records(tmp_path: Path) -> None:
              or k["name"].startswith("Memset"))
     assert prof[3]["kernel_speedup"] == f"{kd / ks:.2f}x" == "1.20x"
     assert prof[3]["wall"].endswith(" ms") and " / " in prof[3]["host"]
+    sections = {s["file"]: s for s in check_sections(checks)}
+    seventh = sections["cuda/check-7.json"]["profile"]            # compiled, weight a parameter
+    assert seventh[3]["compiled"].endswith("reduce-overhead: 1.36x") and "copy" not in \
+        seventh[3]["compiled"]
+    assert "copy it each call" in sections["cuda/check-6.json"]["profile"][3]["compiled"]
     bad = tmp_path / "cuda"
     bad.mkdir()
     (bad / "check-9.json").write_text(json.dumps({"schema": "other"}))
