@@ -35,6 +35,8 @@ class Coupled:
     Missing parameters (a bias the config switched off) are skipped. `config_attrs` and
     `module_attrs` scale with the unit count (GQA: KV heads and query heads both scale).
     `consumers` are the linears whose INPUT columns are the units (second-order reconstruction).
+    `requires` are config values the unit definition holds only under (Gemma3's query-head unit:
+    one KV head); structural surgery refuses a model that breaks them.
     """
 
     kind: str
@@ -42,6 +44,15 @@ class Coupled:
     slices: tuple[tuple[str, int, int], ...]
     consumers: tuple[str, ...]
     module_attrs: tuple[tuple[str, str], ...] = ()
+    requires: tuple[tuple[str, int], ...] = ()
+
+    def check(self, config: object) -> None:
+        """Raise when `config` breaks a value this unit definition requires."""
+        for attr, want in self.requires:
+            got = getattr(config, attr, None)
+            if got != want:
+                raise PruneBenchError(f"structural unit '{self.kind}' needs {attr} = {want}, "
+                                      f"this model has {got}")
 
 
 @dataclass(frozen=True)
@@ -157,7 +168,32 @@ MAMBA = ArchAdapter(
           "parameters A_log, D stay dense: they are not matrices a layer-wise method reconstructs",
 )
 
-ADAPTERS: dict[str, ArchAdapter] = {a.arch: a for a in (LLAMA, OPT, MAMBA)}
+# Gemma3: Llama's linears, plus per-head q/k RMSNorms (shared by every head, so no unit owns a
+# slice of them), four RMSNorms around attention and MLP, a scaled embedding and a tied head
+# (all at model width: structural units never touch them), and sliding-window and global layers
+# (the engine hands each block its own mask and rotary embedding). Gemma-3-270M has ONE KV head,
+# so Llama's unit (a KV group) would be the whole attention; here an attention unit is one query
+# head with its o_proj columns, the shared key and value head kept. That unit is exact only with
+# a single KV head (with more, dropping query heads unevenly would reassign heads to KV groups),
+# so it `requires` num_key_value_heads = 1.
+GEMMA3 = ArchAdapter(
+    arch="gemma3",
+    model_types=("gemma3_text", "prunebench_gemma3"),
+    blocks_path="model.layers",
+    groups=LLAMA.groups,
+    coupled=(
+        Coupled("attn", ("num_attention_heads",),
+                _rows("self_attn.q_proj") + _cols("self_attn.o_proj"),
+                consumers=("self_attn.o_proj",),
+                module_attrs=(("self_attn", "num_key_value_groups"),),
+                requires=(("num_key_value_heads", 1),)),
+        LLAMA_UNITS[1],
+    ),
+    notes="q_norm and k_norm (per-head RMSNorm weights shared by all heads), the four block "
+          "norms, the scaled embedding and the tied head are not pruned",
+)
+
+ADAPTERS: dict[str, ArchAdapter] = {a.arch: a for a in (LLAMA, OPT, MAMBA, GEMMA3)}
 
 
 def adapter_for(model: nn.Module) -> ArchAdapter:

@@ -23,6 +23,11 @@ TINY_CONFIGS = {
     # time_step_rank 8 (auto would give 4): dt_proj's input must divide into 4of8 groups
     "mamba": dict(model_type="mamba", vocab_size=128, hidden_size=64, state_size=8,
                   num_hidden_layers=2, expand=2, conv_kernel=4, time_step_rank=8),
+    # one KV head (like Gemma-3-270M), a sliding-window layer (window 4) then a global one
+    "gemma3": dict(model_type="gemma3_text", vocab_size=128, hidden_size=64,
+                   intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=1, head_dim=16, max_position_embeddings=128,
+                   sliding_window=4, layer_types=["sliding_attention", "full_attention"]),
 }
 
 
@@ -34,7 +39,7 @@ def tiny_model(arch: str, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.fixture(params=["llama", "opt", "mamba"])
+@pytest.fixture(params=list(TINY_CONFIGS))
 def arch(request: pytest.FixtureRequest) -> str:
     return request.param
 

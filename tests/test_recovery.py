@@ -16,6 +16,7 @@ TARGETS = {
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     "opt": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
     "mamba": ["in_proj", "x_proj", "out_proj"],  # peft refuses out_proj on Mamba: dropped with a warning
+    "gemma3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
 FAST = LoraSettings(steps=25, batch_size=4, lr=1e-2, dropout=0.0)
 

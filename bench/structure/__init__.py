@@ -53,6 +53,8 @@ def shrink(model: nn.Module, adapter: ArchAdapter, keep: list[dict[str, torch.Te
     blocks = adapter.blocks(model)
     if len(keep) != len(blocks):
         raise PruneBenchError(f"keep lists {len(keep)} blocks, the model has {len(blocks)}")
+    for c in adapter.coupled:
+        c.check(model.config)
     before = layer_units(model, adapter)
     work = model if inplace else copy.deepcopy(model)
     for i, block in enumerate(adapter.blocks(work)):

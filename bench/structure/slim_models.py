@@ -1,7 +1,7 @@
 """Registered transformers classes for structurally pruned models with per-layer widths.
 
-Owns the `prunebench_llama`, `prunebench_opt` and `prunebench_mamba` model types. transformers'
-Llama, OPT and Mamba configs hold one width for every layer (and OPT ties its head count to
+Owns the `prunebench_llama`, `prunebench_opt`, `prunebench_mamba` and `prunebench_gemma3` model
+types. transformers' Llama, OPT, Mamba and Gemma3 configs hold one width for every layer (and OPT ties its head count to
 hidden_size), so a model whose layers lost different numbers of heads or channels needs one
 extra config field: `layer_units`, per block the number of units of each kind (see
 bench.adapters.Coupled). Each class is the stock transformers class plus one step after its
@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import (AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM,
-                          MambaConfig, MambaForCausalLM, OPTConfig, OPTForCausalLM)
+from transformers import (AutoConfig, AutoModelForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig,
+                          LlamaConfig, LlamaForCausalLM, MambaConfig, MambaForCausalLM, OPTConfig,
+                          OPTForCausalLM)
 
 from bench.adapters import adapter_by_arch
 from bench.structure.slicing import resize_block
@@ -59,6 +60,10 @@ class PruneBenchMambaConfig(MambaConfig):
     model_type = "prunebench_mamba"
 
 
+class PruneBenchGemma3Config(Gemma3TextConfig):
+    model_type = "prunebench_gemma3"
+
+
 class PruneBenchLlamaForCausalLM(LlamaForCausalLM):
     config_class = PruneBenchLlamaConfig
 
@@ -83,10 +88,19 @@ class PruneBenchMambaForCausalLM(MambaForCausalLM):
         _apply_layer_units(self, "mamba")
 
 
+class PruneBenchGemma3ForCausalLM(Gemma3ForCausalLM):
+    config_class = PruneBenchGemma3Config
+
+    def __init__(self, config: PruneBenchGemma3Config) -> None:
+        super().__init__(config)
+        _apply_layer_units(self, "gemma3")
+
+
 CLASSES: dict[str, tuple[type, type]] = {
     "llama": (PruneBenchLlamaConfig, PruneBenchLlamaForCausalLM),
     "opt": (PruneBenchOPTConfig, PruneBenchOPTForCausalLM),
     "mamba": (PruneBenchMambaConfig, PruneBenchMambaForCausalLM),
+    "gemma3": (PruneBenchGemma3Config, PruneBenchGemma3ForCausalLM),
 }
 _registered = False
 

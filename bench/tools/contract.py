@@ -37,7 +37,8 @@ from methods.base import LayerStats, LayerwiseMethod, Method, PruneBenchError, p
 E2E_PATTERN = {"dense": "dense", "unstructured": "unstructured-50", "nm": "2of4",
                "structured": "structured-20"}
 LAYER_PATTERNS = {"unstructured": ("unstructured-50", "unstructured-70"), "nm": ("2of4", "4of8")}
-TINY_MODELS = {"llama": "tiny-llama", "opt": "tiny-opt", "mamba": "tiny-mamba"}
+TINY_MODELS = {"llama": "tiny-llama", "opt": "tiny-opt", "mamba": "tiny-mamba",
+               "gemma3": "tiny-gemma3"}
 
 
 def smoke_config() -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from bench.adapters import adapter_by_arch
 from bench.packages import REPO_ROOT
 from methods.base import PruneBenchError
 
@@ -36,7 +37,7 @@ def read_yaml(path: Path, what: str) -> Any:
         raise PruneBenchError(f"{what} {path}: not valid YAML: {first}") from None
 
 
-ARCHS: tuple[str, ...] = ("llama", "opt", "mamba")
+ARCHS: tuple[str, ...] = ("llama", "opt", "mamba", "gemma3")
 # required fields per source kind (besides "kind")
 SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
     "pypi_gguf": ("package", "version", "file", "quantization"),
@@ -114,7 +115,7 @@ def _validate(key: str, entry: Any, where: str) -> ModelSpec:
             raise bad("source.seed must be an integer")
         if not isinstance(cfg, dict) or "model_type" not in cfg:
             raise bad("source.config must be a mapping with a 'model_type'")
-        if cfg["model_type"] != arch:
+        if cfg["model_type"] not in adapter_by_arch(arch).model_types:
             raise bad(f"source.config.model_type '{cfg['model_type']}' does not match arch '{arch}'")
     if "parts" in source:
         _check_parts(source, bad)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
 from transformers import AutoModelForCausalLM
 
 from bench.adapters import adapter_for
@@ -10,7 +11,7 @@ from bench.structure.slim_models import register
 from bench.structure import layer_units, shrink, slice_params, structured_params, total_params
 from methods.base import PruneBenchError
 from methods.units import allocate, layer_range, removed_fraction
-from tests.conftest import tiny_model
+from tests.conftest import TINY_CONFIGS, tiny_model
 
 
 def _keep(units: list[dict[str, int]], seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -120,3 +121,15 @@ def test_allocate_hits_target_within_layer_range() -> None:
         assert all(remove[i]["attn"] < 3 for i in blocks)
     with pytest.raises(PruneBenchError, match="layer range"):
         allocate(units, unit_params, [0], 0.5)
+
+
+def test_a_query_head_unit_needs_a_single_kv_head() -> None:
+    """Gemma3's attention unit is one query head (the KV head shared): with two KV heads,
+    dropping query heads unevenly would move heads to another KV group, so shrink refuses."""
+    torch.manual_seed(0)
+    config = transformers.AutoConfig.for_model(**{**TINY_CONFIGS["gemma3"], "num_key_value_heads": 2})
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    adapter = adapter_for(model)
+    keep = [{"attn": torch.tensor([0, 1, 2])} for _ in adapter.blocks(model)]
+    with pytest.raises(PruneBenchError, match="'attn' needs num_key_value_heads = 1, this model has 2"):
+        shrink(model, adapter, keep)
