@@ -27,7 +27,8 @@ from bench.config import load_config, plan, seed_runs, with_seed  # noqa: E402
 from bench.speed.speed_run import targets as speed_targets  # noqa: E402
 from bench.workflow import (  # noqa: E402
     grid_configfile, job_resources, job_threads, method_source, pin_work_dirs, prepare_inputs,
-    prune_inputs, site_sources, train_recipe, write_effective_config)
+    prune_inputs, seed_inputs, site_sources, train_recipe, write_effective_config,
+    write_refresh_marker)
 
 if not config:
     configfile: "config/config.yaml"

@@ -238,7 +238,9 @@ def _measure(checkpoint: Path, info: dict[str, Any], pattern: Any, cfg: dict[str
     reference = model if info["method"]["kind"] == "baseline" else _dense(info, cfg, dtype, device)
     ids = data.eval_token_ids(tok, corpus, ppl_cfg["max_tokens"])
     t0 = time.perf_counter()
-    ppl = perplexity(model, ids, ppl_cfg["seqlen"], ppl_cfg["batch_size"], progress, reference)
+    bos = data.bos_id(tok)
+    ppl = perplexity(model, ids, ppl_cfg["seqlen"], ppl_cfg["batch_size"], progress, reference,
+                     bos=bos)
     eval_seconds = time.perf_counter() - t0
     del reference
     if info["method"]["kind"] == "model":
@@ -262,7 +264,7 @@ def _measure(checkpoint: Path, info: dict[str, Any], pattern: Any, cfg: dict[str
         "params": {"total": sp["total_params"], "nonzero": sp["nonzero_params"]},
         "metrics": {key: ppl["ppl"], kl_key: ppl["kl"]},
         "metrics_meta": {key: {"seqlen": ppl["seqlen"], "n_tokens": ppl["n_tokens"],
-                               "n_windows": ppl["n_windows"], "bos": False, "nll": ppl["nll"],
+                               "n_windows": ppl["n_windows"], "bos": bos is not None, "nll": ppl["nll"],
                                "corpus_sha256": corpus.sha256,
                                "token_ids_sha256": window["token_ids_sha256"]},
                          kl_key: {"reference": "dense", "direction": "KL(dense || run)",

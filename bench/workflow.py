@@ -9,13 +9,16 @@ job asks a cluster for (GPU, memory, runtime), scaled by the model's size from t
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench import outputs
+from transformers import AutoTokenizer
+
+from bench import data, outputs
 from bench.packages import REPO_ROOT
 from bench.zoo import get_spec, load_zoo
 from methods import registry
@@ -64,21 +67,75 @@ def write_effective_config(cfg: dict[str, Any], work: str = "work") -> str:
     return str(path)
 
 
-def prune_inputs(model: str, method: str, result: str | None = None) -> list[str]:
+def prune_inputs(model: str, method: str, result: str | None = None,
+                 zoo: str | None = None) -> list[str]:
     """The caches a prune job waits for (prepared model, calibration ids, a method's own caches),
     or none when the run's `result` JSON already exists. The caches only order new work: the
     prune command builds any that is missing itself (atomically), and a finished run's
     provenance (calibration hash, protocol) is in its JSON. Without this, a fresh clone adding
     one method would rebuild a cache, and Snakemake would redo every committed run that
-    depends on it. Protocol changes still rerun runs, through the rules' params."""
-    if result is not None and Path(result).exists():
+    depends on it. Protocol changes still rerun runs, through the rules' params, and a committed
+    run made under another BOS rule is made again (`refresh_inputs`, with `zoo`)."""
+    refresh = refresh_inputs(result, model, zoo) if result is not None and zoo else []
+    if result is not None and Path(result).exists() and not refresh:
         return []
-    inputs = [f"work/prepared/{model}.json"]
+    inputs = [f"work/prepared/{model}.json", *refresh]
     cls = registry.get(method)
     if cls.capabilities.needs_calibration:
         inputs.append(f"work/calib/{model}.safetensors")
     inputs += [p.format(model=model) for p in getattr(cls, "cache_inputs", ())]
     return inputs
+
+
+def seed_inputs(result: str, model: str, seed: str, zoo: str) -> list[str]:
+    """A calibration-seed run's draw of ids (and a refresh marker), only for a run not yet in
+    results/ or made under another BOS rule (as `prune_inputs` for the grid's runs)."""
+    refresh = refresh_inputs(result, model, zoo)
+    if Path(result).exists() and not refresh:
+        return []
+    return [f"work/calib-seeds/{model}/seed-{seed}.safetensors", *refresh]
+
+
+@functools.lru_cache(maxsize=None)
+def model_bos(model: str, zoo: str) -> bool | None:
+    """Whether the BOS rule (bench.data.bos_id) gives `model` a BOS; None when its tokenizer is
+    not on this machine (a hub model, or a packaged one not yet prepared)."""
+    spec = get_spec(model, load_zoo(REPO_ROOT / zoo))
+    src = spec.source
+    where = {"random": src.get("tokenizer"), "local": src.get("path")}.get(src["kind"])
+    path = REPO_ROOT / where if where else REPO_ROOT / "work" / "models" / model
+    if not (path / "tokenizer_config.json").is_file():
+        return None
+    return data.bos_id(AutoTokenizer.from_pretrained(str(path))) is not None
+
+
+def recorded_bos(result: Path) -> bool | None:
+    """The BOS the run JSON at `result` records for its perplexity windows (None: not said)."""
+    try:
+        meta = json.loads(result.read_text()).get("metrics_meta", {})
+    except (OSError, ValueError):
+        return None
+    found = [v.get("bos") for k, v in meta.items() if k.startswith("ppl/") and isinstance(v, dict)]
+    return found[0] if found and isinstance(found[0], bool) else None
+
+
+def refresh_inputs(result: str, model: str, zoo: str) -> list[str]:
+    """A marker (rule `refresh`) that makes a committed run be made again when it was made under
+    another BOS rule than its model's tokenizer gives today; [] when it is current or absent."""
+    path = Path(result)
+    if not path.is_file():
+        return []
+    recorded = recorded_bos(path)
+    want = model_bos(model, zoo) if recorded is not None else None
+    if want is None or recorded == want:
+        return []
+    return [f"work/refresh/{result}.bos"]
+
+
+def write_refresh_marker(out: str) -> None:
+    """The marker `refresh_inputs` names: why the run is made again."""
+    outputs.replace_text(Path(out), "made again: its windows were read under another BOS rule "
+                                    "than its model's tokenizer gives (docs/protocol.md)\n")
 
 
 def method_source(method: str) -> list[str]:

@@ -5,7 +5,8 @@ rule prune:
     input:
         # caches only for runs not yet in results/ (bench/workflow.py: prune_inputs)
         lambda wc: prune_inputs(wc.model, wc.method,
-                                f"{RESULTS}/runs/{wc.model}/{wc.method}/{wc.pattern}.json"),
+                                f"{RESULTS}/runs/{wc.model}/{wc.method}/{wc.pattern}.json",
+                                CFG["zoo"]),
     output:
         (directory if CFG["keep_checkpoints"] else lambda p: temp(directory(p)))(
             "work/pruned/{model}/{method}/{pattern}"

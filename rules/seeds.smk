@@ -26,8 +26,8 @@ rule prune_seed:
     input:
         # the draw's ids, only for runs not yet in results/ (as prune_inputs does for the grid):
         # a fresh clone must not redo committed seed runs because this cache is missing
-        lambda wc: [] if Path(f"{RESULTS}/seeds/{wc.model}/{wc.method}/{wc.pattern}/seed-{wc.seed}.json").exists()
-        else [f"work/calib-seeds/{wc.model}/seed-{wc.seed}.safetensors"],
+        lambda wc: seed_inputs(f"{RESULTS}/seeds/{wc.model}/{wc.method}/{wc.pattern}/seed-{wc.seed}.json",
+                               wc.model, wc.seed, CFG["zoo"]),
     output:
         temp(directory("work/pruned-seeds/{model}/{method}/{pattern}/seed-{seed}")),
     params:

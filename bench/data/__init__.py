@@ -244,18 +244,43 @@ def _encode(tokenizer, text: str) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)  # [N]
 
 
+def bos_id(tokenizer) -> int | None:
+    """The protocol's BOS rule: the tokenizer's BOS id when, by default, it starts an encoded text
+    with it (Gemma's, OPT's and the tokenizers trained here do; SmolLM2's does not), else None.
+    Every window a model reads (calibration, perplexity) then starts with it; lm-eval's zero-shot
+    requests follow the same default."""
+    probe = "PruneBench reads text."
+    plain = tokenizer(probe, add_special_tokens=False, verbose=False)["input_ids"]
+    default = tokenizer(probe, verbose=False)["input_ids"]
+    bos = tokenizer.bos_token_id
+    if bos is not None and len(default) > len(plain) and default[0] == bos \
+            and default[1:1 + len(plain)] == plain:
+        return int(bos)
+    return None
+
+
+def with_bos(windows: torch.Tensor, bos: int | None) -> torch.Tensor:
+    """[n, L] -> [n, L + 1] with `bos` in front of every window ([n, L] unchanged when None)."""
+    if bos is None:
+        return windows
+    return torch.cat([torch.full_like(windows[:, :1], bos), windows], dim=1)
+
+
 def sample_calibration(tokenizer, corpus: Corpus, n_samples: int, seqlen: int,
                        seed: int) -> torch.LongTensor:
-    """SparseGPT-style: tokenise once, take `n_samples` random windows of `seqlen` tokens."""
+    """SparseGPT-style: tokenise once, take `n_samples` random windows of `seqlen` tokens (under
+    the BOS rule, `bos_id`: the BOS and `seqlen - 1` text tokens)."""
     if n_samples < 1 or seqlen < 1:
         raise ValueError(f"n_samples and seqlen must be >= 1, got {n_samples}, {seqlen}")
+    bos = bos_id(tokenizer)
+    span = seqlen - (bos is not None)
     ids = _encode(tokenizer, corpus.text)  # [N]
-    if ids.numel() <= seqlen:
+    if ids.numel() <= span:
         raise ValueError(f"corpus {corpus.name!r} has {ids.numel()} tokens, need > seqlen={seqlen}")
     g = torch.Generator().manual_seed(seed)
-    starts = torch.randint(0, ids.numel() - seqlen, (n_samples,), generator=g)  # [n_samples]
-    offsets = starts[:, None] + torch.arange(seqlen)[None, :]  # [n_samples, seqlen]
-    return ids[offsets].contiguous()  # [n_samples, seqlen] int64
+    starts = torch.randint(0, ids.numel() - span, (n_samples,), generator=g)  # [n_samples]
+    offsets = starts[:, None] + torch.arange(span)[None, :]  # [n_samples, span]
+    return with_bos(ids[offsets], bos).contiguous()  # [n_samples, seqlen] int64
 
 
 def save_calibration(path: Path, input_ids: torch.Tensor, meta: dict) -> None:

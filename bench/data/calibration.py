@@ -47,9 +47,10 @@ def _tokenizer(model_key: str, cfg: dict[str, Any]) -> Any:
 def _identity(model_key: str, cfg: dict[str, Any], tok: Any) -> dict[str, str]:
     """What a calibration file must match: the protocol and the model's current tokenizer."""
     c = cfg["calibration"]
+    bos = data.bos_id(tok)        # recorded only where it applies: older files stay valid
     return {"model": model_key, "corpus": c["corpus"], "n_samples": str(c["n_samples"]),
             "seqlen": str(c["seqlen"]), "seed": str(c["seed"]),
-            "tokenizer_sha256": tokenizer_digest(tok)}
+            "tokenizer_sha256": tokenizer_digest(tok), **({"bos": str(bos)} if bos is not None else {})}
 
 
 def is_calibration_file(path: Path) -> bool:
@@ -76,6 +77,8 @@ def make_calibration(model_key: str, cfg: dict[str, Any], out: Path | None = Non
         meta = {"model": model_key, "corpus": c["corpus"], "corpus_sha256": corpus.sha256,
                 "n_samples": str(c["n_samples"]), "seqlen": str(c["seqlen"]), "seed": str(c["seed"]),
                 "sha256": data.token_ids_sha256(ids), "tokenizer_sha256": tokenizer_digest(tok)}
+        if (bos := data.bos_id(tok)) is not None:
+            meta["bos"] = str(bos)
         data.save_calibration(claim.tmp, ids, meta)
     log.info("calibration %s: %s tokens, sha256 %s", out, ids.numel(), meta["sha256"][:12])
     return out

@@ -1,7 +1,8 @@
 """Evaluation of a (pruned) model: perplexity under the one protocol, and achieved sparsity.
 
 Owns: `perplexity` (non-overlapping windows of `seqlen` tokens over the evaluation text tokenized
-once without special tokens, no BOS inserted, the trailing partial window dropped, NLL averaged
+once without special tokens, the trailing partial window dropped; under the BOS rule
+(bench.data.bos_id) each window is the BOS and `seqlen - 1` text tokens, NLL averaged
 over every predicted token; per-window NLL and, against the dense model, per-window KL for the
 paired statistics of bench/board/paired.py), `measure_sparsity` and `check_pattern` (verified on the weights of
 the prunable layers, N:M structure checked group by group).
@@ -17,22 +18,25 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bench.adapters import ArchAdapter
+from bench.data import with_bos
 from methods.base import Pattern, PruneBenchError
 
 
 @torch.no_grad()
 def perplexity(model: nn.Module, token_ids: torch.Tensor, seqlen: int, batch_size: int = 4,
-               progress: bool = True, reference: nn.Module | None = None) -> dict[str, Any]:
+               progress: bool = True, reference: nn.Module | None = None,
+               bos: int | None = None) -> dict[str, Any]:
     """token_ids [N] -> {"ppl", "nll", "n_tokens" (predicted), "n_windows", "seqlen",
     "window_nll" [W] (mean NLL per window), "kl", "window_kl" [W]}.
 
     With a `reference` model (the dense one) each window also gets the mean over its predicted
     positions of KL(reference || model) of the next-token distribution, over the full
     vocabulary in float32; `reference is model` gives exactly 0 (one forward, not two)."""
-    n_windows = token_ids.numel() // seqlen
+    span = seqlen - (bos is not None)                 # text tokens per window
+    n_windows = token_ids.numel() // span
     if n_windows == 0:
         raise PruneBenchError(f"evaluation text has {token_ids.numel()} tokens, fewer than seqlen={seqlen}")
-    windows = token_ids[: n_windows * seqlen].view(n_windows, seqlen)   # [W, seqlen]
+    windows = with_bos(token_ids[: n_windows * span].view(n_windows, span), bos)  # [W, seqlen]
     device = next(model.parameters()).device
     total_nll = 0.0
     total_tokens = 0

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from bench.evaluation import checkpoint as checkpoint_mod
-from bench import outputs
+from bench import data, outputs
 from bench.data import zeroshot_data
 from bench.zoo import models
 from bench.config import load_config
@@ -146,6 +146,8 @@ def evaluate(model: Any, tok: Any, zcfg: dict[str, Any]) -> tuple[dict[str, floa
     meta = {"lm_eval": lm_eval.__version__, "lm": cls.__name__, "source": source,
             "limit": zcfg.get("limit"),
             "seed": zcfg.get("seed", 0), "batch_size": zcfg.get("batch_size", 16),
+            # lm-eval encodes with the tokenizer's default: a BOS exactly under the BOS rule
+            "bos": data.bos_id(tok) is not None,
             "num_fewshot": 0, "seconds": seconds, "tasks": per_task}
     meta["examples"] = {"protocol": {k: meta[k] for k in ("lm_eval", "source", "limit", "seed")},
                         "tasks": per_doc}

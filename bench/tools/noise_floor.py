@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         removed = removed_masks(model)
         first = first or removed
         eval_ids = data.eval_token_ids(tok, data.load_corpus(ppl_cfg["corpus"]), ppl_cfg["max_tokens"])
-        ppl = perplexity(model, eval_ids, ppl_cfg["seqlen"], ppl_cfg["batch_size"])
+        ppl = perplexity(model, eval_ids, ppl_cfg["seqlen"], ppl_cfg["batch_size"],
+                         bos=data.bos_id(tok))
         rows.append({"setting": setting, "ppl": ppl["ppl"], "prune_seconds": seconds,
                      "mask_differs_from_first": mask_difference(first, removed, pattern.m)})
         log.info("%s=%s: ppl %.4f, masks differ %s", args.vary, setting, ppl["ppl"],

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.data import (NGRAM, Corpus, eval_token_ids, load_calibration, load_corpus,
+from bench.data import (NGRAM, Corpus, bos_id, eval_token_ids, load_calibration, load_corpus,
                         sample_calibration, save_calibration, token_ids_sha256)
 
 
@@ -87,6 +87,28 @@ def test_calibration_sampling_is_deterministic(corpora, tokenizer):
     assert int(a.max()) < len(tokenizer) and int(a.min()) >= 0
     with pytest.raises(ValueError):
         sample_calibration(tokenizer, corpora["calib"], n_samples=0, seqlen=64, seed=0)
+
+
+def test_the_bos_rule_puts_the_bos_in_front_of_every_calibration_window(corpora, tokenizer):
+    """The tokenizers trained here add `</s>` by default: each window is it and 63 consecutive
+    text tokens from the same seeded starts; a tokenizer that adds nothing gets the plain
+    windows of 64, as before the rule."""
+    import copy
+
+    from tokenizers import processors
+
+    assert bos_id(tokenizer) == tokenizer.bos_token_id is not None
+    ids = eval_token_ids(tokenizer, corpora["calib"], None)
+    starts = torch.randint(0, ids.numel() - 63, (4,), generator=torch.Generator().manual_seed(0))
+    got = sample_calibration(tokenizer, corpora["calib"], n_samples=4, seqlen=64, seed=0)
+    assert got.shape == (4, 64) and (got[:, 0] == tokenizer.bos_token_id).all()
+    assert torch.equal(got[:, 1:], ids[starts[:, None] + torch.arange(63)])
+    plain = copy.deepcopy(tokenizer)
+    plain.backend_tokenizer.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B")
+    assert bos_id(plain) is None
+    starts = torch.randint(0, ids.numel() - 64, (4,), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(sample_calibration(plain, corpora["calib"], n_samples=4, seqlen=64, seed=0),
+                       ids[starts[:, None] + torch.arange(64)])
 
 
 def test_eval_token_ids(corpora, tokenizer):

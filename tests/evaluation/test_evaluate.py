@@ -48,3 +48,19 @@ def test_kl_against_a_perturbed_model_equals_a_direct_computation() -> None:
     for got, want in zip(out["window_kl"], direct.tolist()):
         assert abs(got - want) < 1e-5 * max(1.0, want)
     assert abs(out["kl"] - direct.mean().item()) < 1e-5
+
+
+def test_under_the_bos_rule_each_window_is_the_bos_and_seqlen_minus_one_tokens() -> None:
+    """Closed form: the windows are [BOS] + consecutive chunks of 15 text tokens; every text
+    token of a window is scored (the first one from the BOS alone); without a BOS nothing moves."""
+    model = tiny_model("gemma3")
+    ids = torch.randint(3, 128, (100,), generator=torch.Generator().manual_seed(0))
+    got = perplexity(model, ids, seqlen=16, batch_size=3, progress=False, bos=2)
+    assert got["n_windows"] == 100 // 15 and got["n_tokens"] == 6 * 15
+    windows = torch.cat([torch.full((6, 1), 2), ids[:90].view(6, 15)], dim=1)     # [6, 16]
+    with torch.no_grad():
+        logits = model(input_ids=windows).logits                                 # [6, 16, V]
+    nll = F.cross_entropy(logits[:, :-1].reshape(-1, 128), windows[:, 1:].reshape(-1))
+    assert math.isclose(got["nll"], float(nll), rel_tol=1e-5)
+    plain = perplexity(model, ids, seqlen=16, batch_size=3, progress=False)
+    assert plain["n_windows"] == 6 and plain["n_tokens"] == 6 * 15 and plain["nll"] != got["nll"]
