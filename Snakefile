@@ -37,7 +37,8 @@ CFG = load_config(dict(config))
 RUNS, DROPPED = plan(CFG)
 if DROPPED:  # layer-wise x structured and structured x N:M combinations, by design
     sys.stderr.write(f"PruneBench: {len(DROPPED)} model/method/pattern combinations dropped "
-                     f"(a method cannot do the pattern); `python -m bench plan` lists them\n")
+                     f"(a method cannot do the pattern, or a model license is not accepted); "
+                     "`python -m bench plan` lists them\n")
 
 # Every job keeps its caches in THIS working directory's work/ (the rules' outputs), also under
 # --directory, so the `python -m bench` commands the rules run are pointed at it. Downloaded

@@ -29,7 +29,7 @@ from bench.adapters import adapter_for
 from bench.packages import REPO_ROOT
 from bench.zoo.shapes import (PAPER_CONFIGS, LinearShape, grid_config, linear_shapes, meta_model,
                                 paper_config, random_model)
-from bench.zoo import spec_for
+from bench.zoo import license_problem, spec_for
 from methods.base import PruneBenchError
 
 log = logging.getLogger(__name__)
@@ -53,11 +53,12 @@ def settings_of(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def targets(cfg: dict[str, Any]) -> list[str]:
-    """Grid models first, then paper-scale configs; [] without a `speed` section ({} = defaults)."""
+    """Grid models first (those whose license the user accepted, as the planner), then
+    paper-scale configs; [] without a `speed` section ({} = defaults)."""
     if cfg.get("speed") is None:
         return []
-    return list(cfg["models"]) + [p for p in settings_of(cfg)["paper_configs"]
-                                  if p not in cfg["models"]]
+    models = [m for m in cfg["models"] if license_problem(spec_for(cfg, m)) is None]
+    return models + [p for p in settings_of(cfg)["paper_configs"] if p not in cfg["models"]]
 
 
 WEIGHTS = ("real", "random")

@@ -85,3 +85,15 @@ def test_chunked_sources_are_checked(tmp_path: Path, source: dict, message: str)
     entry = {**GATED, "source": {**GATED["source"], **source}}
     with pytest.raises(ValueError, match=message):
         load_zoo(_zoo(tmp_path, chunked=entry))
+
+
+def test_speed_targets_leave_out_a_model_whose_terms_are_not_accepted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.speed.speed_run import targets
+
+    cfg = load_config(REPO_ROOT / "config" / "config.yaml")
+    assert "gemma3-270m" in cfg["models"]
+    monkeypatch.delenv(LICENSE_ENV, raising=False)
+    assert "gemma3-270m" not in targets(cfg) and "smollm2-135m" in targets(cfg)
+    monkeypatch.setenv(LICENSE_ENV, "gemma")
+    assert "gemma3-270m" in targets(cfg)
