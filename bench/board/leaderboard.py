@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bench import outputs
-from bench.board import equal_speed, site_pages, site_plots, site_run, site_schema
+from bench.board import agreement, equal_speed, site_pages, site_plots, site_run, site_schema
 from bench.packages import REPO_ROOT
 from bench.results import SCHEMA_VERSION, load_all
 from bench.board.compare import run_stats
@@ -223,7 +223,8 @@ def render_pages(runs: list[dict[str, Any]], rows: list[dict[str, Any]],
                  checks: dict[str, dict[str, Any]] | None = None,
                  cards: dict[str, dict[str, Any]] | None = None,
                  grid: dict[str, str] | None = None,
-                 equal: list[dict[str, Any]] | None = None) -> dict[str, str]:
+                 equal: list[dict[str, Any]] | None = None,
+                 agree: dict[str, Any] | None = None) -> dict[str, str]:
     """Every page of the site (relative path -> text) from the runs, their rows, the speed
     records and the CUDA check records; `grid` (configfile, results) goes into the run pages'
     reproduce commands; `equal`: the equal-speed comparisons (bench/board/equal_speed.py)."""
@@ -239,6 +240,7 @@ def render_pages(runs: list[dict[str, Any]], rows: list[dict[str, Any]],
     files = {
         "index.html": page("index.html.j2", "index.html", models=site_pages.landing(rows),
                            equal_speed=site_pages.equal_speed(equal or []),
+                           agreement=agree or {"models": [], "rows": []},
                            speed=speed_sections(speed), checks=check_sections(checks or {})),
         "leaderboard.html": page("leaderboard.html.j2", "leaderboard.html",
                                  table=site_pages.table(rows, cols)),
@@ -337,7 +339,8 @@ def _build(results_dir: Path, out_dir: Path, pd: Any, grid: dict[str, str]) -> N
     csv = pd.DataFrame(rows, columns=header or ["model", "method", "pattern"])
     files: dict[str, str | bytes] = {
         **render_pages(runs, rows, speed, checks, cards, grid,
-                       equal_speed.comparisons(Path(results_dir), rows)),
+                       equal_speed.comparisons(Path(results_dir), rows),
+                       agreement.site_rows(Path(results_dir), runs)),
         **_examples_files(Path(results_dir), runs),
         "runs.json": json.dumps(rows, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False) + "\n",
         "runs.csv": csv.to_csv(index=False, lineterminator="\n"),

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 TASK_DIR = Path(__file__).resolve().parent / "tasks"
 TASKS = ("arc_easy", "arc_challenge", "boolq", "hellaswag", "openbookqa", "piqa", "winogrande", "rte")
 METRICS = ("acc", "acc_norm")
+MAX_BATCH_VOCAB = 16 * 49_152         # sequences x vocabulary per position in one lm-eval batch
 # the tasks whose lm-eval definition reports acc_norm (boolq, rte and winogrande report acc only;
 # WinoGrande's length normalisation would divide by the option-filled context on purpose)
 NORM_TASKS = frozenset({"arc_easy", "arc_challenge", "hellaswag", "openbookqa", "piqa"})
@@ -120,7 +121,8 @@ def evaluate(model: Any, tok: Any, zcfg: dict[str, Any]) -> tuple[dict[str, floa
 
     tm, ids, tasks = plan(zcfg)
     cls = PrefixSharingLM if zcfg.get("share_contexts", False) else HFLM
-    lm = cls(pretrained=model, tokenizer=tok, batch_size=zcfg.get("batch_size", 16),
+    batch_size = batch_for(zcfg.get("batch_size", 16), model)
+    lm = cls(pretrained=model, tokenizer=tok, batch_size=batch_size,
              max_length=zcfg.get("max_length"))
     t0 = time.perf_counter()
     out = simple_evaluate(model=lm, tasks=list(ids), task_manager=tm, samples=ids,
@@ -145,7 +147,7 @@ def evaluate(model: Any, tok: Any, zcfg: dict[str, Any]) -> tuple[dict[str, floa
     metrics.update(average_metrics(metrics, zcfg["tasks"]))
     meta = {"lm_eval": lm_eval.__version__, "lm": cls.__name__, "source": source,
             "limit": zcfg.get("limit"),
-            "seed": zcfg.get("seed", 0), "batch_size": zcfg.get("batch_size", 16),
+            "seed": zcfg.get("seed", 0), "batch_size": batch_size,
             # lm-eval encodes with the tokenizer's default: a BOS exactly under the BOS rule
             "bos": data.bos_id(tok) is not None,
             "num_fewshot": 0, "seconds": seconds, "tasks": per_task}
@@ -154,6 +156,15 @@ def evaluate(model: Any, tok: Any, zcfg: dict[str, Any]) -> tuple[dict[str, floa
     log.info("zero-shot: average acc %s, acc_norm %s in %.0fs", metrics["zeroshot/average/acc"],
              metrics["zeroshot/average/acc_norm"], seconds)
     return metrics, meta
+
+
+def batch_for(configured: int, model: Any) -> int:
+    """lm-eval's batch: the configured one, capped so that a batch's full-vocabulary logits (and
+    lm-eval's log-softmax of them) hold no more sequences x vocabulary entries per position
+    than MAX_BATCH_VOCAB (16 sequences of SmolLM2's 49,152 tokens). gemma3-270m's 262,144-token
+    vocabulary gets 3: at 16 its logits ran a 24 GiB machine out of memory."""
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    return max(1, min(int(configured), MAX_BATCH_VOCAB // vocab))
 
 
 def task_metrics(task: str) -> tuple[str, ...]:

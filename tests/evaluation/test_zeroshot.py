@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+import transformers
 
 from bench.data import zeroshot_data
 from bench.evaluation import zeroshot
@@ -145,3 +146,17 @@ def test_shared_contexts_give_lm_evals_loglikelihoods(arch: str) -> None:
         reqs, disable_tqdm=True)
     for (a, ga), (b, gb) in zip(ref, got):
         assert b == pytest.approx(a, abs=1e-4) and ga == gb
+
+
+def test_the_batch_is_capped_by_the_vocabulary() -> None:
+    """SmolLM2's 49,152-token vocabulary keeps the configured 16; a 262,144-token one (Gemma-3)
+    gets 3; a tiny vocabulary never exceeds the configured batch."""
+    from bench.evaluation.zeroshot import batch_for
+
+    def head(vocab: int) -> torch.nn.Module:
+        return transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(
+            "llama", vocab_size=vocab, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+            num_attention_heads=1, num_key_value_heads=1))
+
+    assert batch_for(16, head(49_152)) == 16 and batch_for(16, head(262_144)) == 3
+    assert batch_for(16, head(128)) == 16 and batch_for(2, head(49_152)) == 2
