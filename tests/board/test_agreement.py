@@ -38,3 +38,14 @@ def test_verdicts() -> None:
     assert noisy["lo"] < 0 < noisy["hi"] and noisy["verdict"] == "unresolved"
     few = agreement({k: a[k] for k in ("wanda", "apt")}, a)
     assert few["methods"] == ["apt", "wanda"] and few["tau"] is None and few["verdict"] is None
+
+
+def test_real_models_are_the_pretrained_ones() -> None:
+    from bench.board.agreement import real_models
+
+    def run(key: str, kind: str, trained: bool = False) -> dict:
+        return {"model": {"key": key, "source": {"kind": kind}, "trained_here": trained}}
+
+    runs = [run("smollm2-135m", "pypi_gguf"), run("gemma3-270m", "pypi_gguf"),
+            run("opt-tiny", "local", True), run("tiny-llama", "random"), run("opt-125m", "hub")]
+    assert real_models(runs) == ["gemma3-270m", "opt-125m", "smollm2-135m"]
