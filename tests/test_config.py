@@ -9,7 +9,7 @@ import yaml
 
 from bench.config import DEFAULT_CONFIG, load_config, plan
 from bench.packages import REPO_ROOT
-from bench.zoo import load_zoo
+from bench.zoo import LICENSE_ENV, load_zoo
 from methods.base import PruneBenchError
 
 
@@ -24,15 +24,30 @@ def test_shipped_configs_validate(name: str) -> None:
     assert runs
 
 
-def test_default_grid_plan() -> None:
+CELLS = 1 + 5 * 4 + 3 * 2     # dense + 5 layer-wise methods x 4 patterns + 3 structured x 2
+CROSS = 5 * 2 + 3 * 4         # the cross combinations, dropped by design
+
+
+def test_default_grid_plan(monkeypatch) -> None:
+    monkeypatch.setenv(LICENSE_ENV, "gemma")
     runs, dropped = plan(load_config(DEFAULT_CONFIG))
     ids = {r.id for r in runs}
-    # 3 models x (dense + 5 layer-wise methods x 4 patterns + 3 structured methods x 2 patterns)
-    assert len(runs) == 3 * (1 + 5 * 4 + 3 * 2)
-    assert len(dropped) == 3 * (5 * 2 + 3 * 4)     # the cross combinations, dropped by design
+    assert len(runs) == 4 * CELLS and len(dropped) == 4 * CROSS
+    assert "gemma3-270m/apt/2of4" in ids and "gemma3-270m/darwinlm/structured-20" in ids
     assert "smollm2-135m/dense/dense" in ids and "opt-tiny/sparsegpt/4of8" in ids
     assert "mamba-tiny/apt/2of4" in ids and "mamba-tiny/darwinlm/structured-50" in ids
     assert "opt-tiny/llm_pruner_lora/structured-20" in ids and "smollm2-135m/random/2of4" in ids
+
+
+def test_default_grid_without_accepted_terms_drops_gemma(monkeypatch) -> None:
+    """Gemma's terms are not an open-source license: without PRUNEBENCH_ACCEPT_LICENSES=gemma
+    every gemma3-270m cell is dropped with that reason and the other models plan as before."""
+    monkeypatch.delenv(LICENSE_ENV, raising=False)
+    runs, dropped = plan(load_config(DEFAULT_CONFIG))
+    assert len(runs) == 3 * CELLS and not any(r.model == "gemma3-270m" for r in runs)
+    gated = [why for r, why in dropped if r.model == "gemma3-270m"]
+    assert len(gated) == 1 + 8 * 6 and all(LICENSE_ENV + "=gemma" in why for why in gated)
+    assert len(dropped) - len(gated) == 3 * CROSS
 
 
 @pytest.mark.parametrize("mutate,msg", [
@@ -55,8 +70,10 @@ def test_bad_configs_rejected(mutate, msg: str) -> None:
 STRUCTURED = {"llm_pruner", "llm_pruner_lora", "darwinlm"}
 
 
-def test_planner_drops_unsupported_with_reason() -> None:
+def test_planner_drops_unsupported_with_reason(monkeypatch) -> None:
+    monkeypatch.delenv(LICENSE_ENV, raising=False)
     raw = copy.deepcopy(_raw())
+    raw["models"] = [m for m in raw["models"] if m != "gemma3-270m"]     # gated: test above
     raw["patterns"] = ["2of4", "structured-20"]
     runs, dropped = plan(load_config(raw))
     assert all((r.pattern == "structured-20") == (r.method in STRUCTURED) for r in runs

@@ -13,7 +13,7 @@ from bench.speed import speed_run
 from bench.config import load_config
 from bench.packages import REPO_ROOT
 from bench.zoo.shapes import PAPER_CONFIGS, linear_shapes, meta_model, paper_config
-from bench.zoo import get_spec
+from bench.zoo import LICENSE_ENV, get_spec
 from tests.conftest import tiny_model
 
 SMOKE = REPO_ROOT / "config" / "smoke.yaml"
@@ -79,9 +79,12 @@ def test_no_gpu_record_holds_the_plan_and_no_figure(tmp_path: Path) -> None:
     assert rec["planned_cells"] + len(rec["unsupported"]) == full
 
 
-def test_targets_follow_the_config() -> None:
+def test_targets_follow_the_config(monkeypatch) -> None:
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
+    monkeypatch.setenv(LICENSE_ENV, "gemma")
     assert speed_run.targets(cfg) == list(cfg["models"]) + list(PAPER_CONFIGS)
+    monkeypatch.delenv(LICENSE_ENV)               # as the planner: unaccepted terms, no target
+    assert speed_run.targets(cfg) == [m for m in cfg["models"] if m != "gemma3-270m"] + list(PAPER_CONFIGS)
     assert speed_run.targets({**cfg, "speed": None}) == []
 
 
