@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from typing import Any
 
 import torch
 
@@ -39,21 +40,38 @@ def main(argv: list[str] | None = None) -> int:
         cfg = {"tasks": args.tasks, "limit": args.limit, "batch_size": args.batch_size,
                "share_contexts": share}
         metrics, meta = zeroshot.evaluate(model, tok, cfg)
-        runs["shared" if share else "hflm"] = {"seconds": meta["seconds"], "metrics": metrics}
+        runs["shared" if share else "hflm"] = {"seconds": meta["seconds"], "metrics": metrics,
+                                               "examples": meta["examples"]["tasks"]}
     same = all(runs["hflm"]["metrics"][k] == runs["shared"]["metrics"][k]
                for k in runs["hflm"]["metrics"])
+    per_doc = compare_examples(runs["hflm"]["examples"], runs["shared"]["examples"])
     data = {"model": args.model, "limit": args.limit, "tasks": args.tasks,
             "batch_size": args.batch_size, "torch_threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "environment": results.environment_info(),
             "seconds_hflm": runs["hflm"]["seconds"], "seconds_shared": runs["shared"]["seconds"],
             "speedup": runs["hflm"]["seconds"] / runs["shared"]["seconds"],
-            "identical_metrics": same, "metrics_hflm": runs["hflm"]["metrics"],
+            "identical_metrics": same, "per_document": per_doc, "metrics_hflm": runs["hflm"]["metrics"],
             "metrics_shared": runs["shared"]["metrics"]}
     default = REPO_ROOT / "results" / "bench" / "zeroshot_speed" / f"{args.model}-limit{args.limit}.json"
     path = results.write_bench_json(data, default, args.out)
-    log.info("HFLM %.1fs, shared contexts %.1fs: %.2fx, identical metrics: %s -> %s",
-             data["seconds_hflm"], data["seconds_shared"], data["speedup"], same, path)
+    log.info("HFLM %.1fs, shared contexts %.1fs: %.2fx, identical metrics: %s, per document: %s -> %s",
+             data["seconds_hflm"], data["seconds_shared"], data["speedup"], same, per_doc, path)
     return 0
+
+
+def compare_examples(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float | int]:
+    """Per-document agreement of two zero-shot records of the same subset: the largest absolute
+    difference of a choice's log-likelihood, and how many documents changed their acc outcome."""
+    worst, changed, n = 0.0, 0, 0
+    for task, ra in a.items():
+        rb = b[task]
+        if ra["doc_ids"] != rb["doc_ids"]:
+            raise ValueError(f"zero-shot {task}: the two records score different documents")
+        for la, lb in zip(ra["loglik"], rb["loglik"]):      # [choices] each
+            worst = max(worst, max(abs(x - y) for x, y in zip(la, lb)))
+        changed += sum(x != y for x, y in zip(ra["acc"], rb["acc"]))
+        n += len(ra["doc_ids"])
+    return {"documents": n, "acc_changed": changed, "max_abs_loglik_diff": worst}
 
 
 if __name__ == "__main__":

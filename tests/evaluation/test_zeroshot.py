@@ -160,3 +160,13 @@ def test_the_batch_is_capped_by_the_vocabulary() -> None:
 
     assert batch_for(16, head(49_152)) == 16 and batch_for(16, head(262_144)) == 3
     assert batch_for(16, head(128)) == 16 and batch_for(2, head(49_152)) == 2
+
+
+def test_speed_benchmark_compares_documents() -> None:
+    from bench.tools.zeroshot_speed import compare_examples
+
+    a = {"boolq": {"doc_ids": [3, 5], "acc": [1, 0], "loglik": [[-1.0, -2.0], [-0.5, -0.25]]}}
+    b = {"boolq": {"doc_ids": [3, 5], "acc": [1, 1], "loglik": [[-1.0, -2.5], [-0.5, -0.75]]}}
+    assert compare_examples(a, b) == {"documents": 2, "acc_changed": 1, "max_abs_loglik_diff": 0.5}
+    with pytest.raises(ValueError, match="different documents"):
+        compare_examples(a, {"boolq": {**b["boolq"], "doc_ids": [5, 3]}})
