@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from bench.adapters import ArchAdapter
 from bench.stats import StatAccumulator
 from methods import registry
+from methods.allocation import block_patterns
 from methods.base import LayerStats, LayerwiseMethod, MethodError, Pattern, PruneBenchError
 from methods.masks import check_nm
 
@@ -61,7 +62,7 @@ class EngineReport:
     group_seconds: dict[str, float] = field(default_factory=dict)  # "name, name" -> prune seconds
 
 
-def _first(out: Any) -> torch.Tensor:
+def first_output(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
@@ -163,7 +164,7 @@ def _finite_hidden(hidden: list[torch.Tensor], where: str) -> None:
         raise PruneBenchError(f"{where} hold NaN/Inf")
 
 
-def _input_hooks(block: nn.Module, adapter: ArchAdapter, group: tuple[str, ...],
+def input_hooks(block: nn.Module, adapter: ArchAdapter, group: tuple[str, ...],
                  fn: Callable[[torch.Tensor], None]) -> list[Any]:
     """Call fn(x [..., in]) with the input of every layer of `group` as it arrives."""
     handles = []
@@ -175,7 +176,7 @@ def _input_hooks(block: nn.Module, adapter: ArchAdapter, group: tuple[str, ...],
             continue
         width = block.get_submodule(name).in_features
         handles.append(block.get_submodule(tap.source).register_forward_hook(
-            lambda module, args, out, s=tap.start, w=width: fn(_first(out)[..., s:s + w])))
+            lambda module, args, out, s=tap.start, w=width: fn(first_output(out)[..., s:s + w])))
     return handles
 
 
@@ -206,7 +207,7 @@ class _Lockstep:
             self.main.switch(("input", group, x))      # suspend this batch's forward
 
     def _chunk(self, hidden: torch.Tensor, kwargs: dict[str, Any]) -> tuple[str, torch.Tensor]:
-        return "output", _first(self.block(hidden, **kwargs))
+        return "output", first_output(self.block(hidden, **kwargs))
 
     def _prune(self, group: tuple[str, ...], acc: StatAccumulator | None) -> None:
         t0 = time.perf_counter()
@@ -220,7 +221,7 @@ class _Lockstep:
     def run(self, hiddens: list[torch.Tensor], kwargs: list[dict[str, Any]]) -> list[torch.Tensor]:
         self.main = greenlet.getcurrent()
         chunks = [greenlet.greenlet(self._chunk) for _ in hiddens]
-        handles = [h for group in self.adapter.groups for h in _input_hooks(
+        handles = [h for group in self.adapter.groups for h in input_hooks(
             self.block, self.adapter, group, lambda x, g=group: self._arrive(g, x))]
         t_start, t_stats = time.perf_counter(), 0.0
         started = False
@@ -266,7 +267,8 @@ def prune_layerwise(model: nn.Module, adapter: ArchAdapter, method: LayerwiseMet
                     pattern: Pattern, calib_ids: torch.Tensor | None, batch_size: int = 8,
                     sequential: bool = False, progress: bool = True,
                     on_block_output: Callable[[int, list[torch.Tensor]], None] | None = None,
-                    lockstep: bool = True) -> EngineReport:
+                    lockstep: bool = True, block_sparsity: list[float] | None = None
+                    ) -> EngineReport:
     """Prune every prunable linear of `model` in place with `method`; returns timings and masks.
 
     sequential=True re-collects statistics after each shared-input group is pruned (SparseGPT's
@@ -274,15 +276,19 @@ def prune_layerwise(model: nn.Module, adapter: ArchAdapter, method: LayerwiseMet
     sequential=True, `lockstep` (default) does it in one forward per block over all batches;
     lockstep=False runs one pass per group plus one for the outputs (same result: the reference
     schedule the tests compare against).
+    `block_sparsity` (unstructured patterns only: a non-uniform allocation such as OWL's,
+    bench/allocation.py) prunes block b at sparsity block_sparsity[b] instead of the pattern's.
     """
     validate_layers(model, adapter, pattern)
     report = EngineReport()
     blocks = adapter.blocks(model)
+    per_block = block_patterns(pattern, len(blocks), block_sparsity)
     if method.stat == "none" and on_block_output is None:
         t0 = time.perf_counter()
         for name, lin in tqdm(adapter.prunable(model).items(), desc=f"{method.name} layers",
                               disable=not progress):
-            _apply(method, [lin], None, pattern, [name], report)
+            bi = int(name[len(adapter.blocks_path) + 1:].split(".", 1)[0])
+            _apply(method, [lin], None, per_block[bi], [name], report)
         report.seconds_prune = time.perf_counter() - t0
         return report
     if calib_ids is None:
@@ -299,7 +305,7 @@ def prune_layerwise(model: nn.Module, adapter: ArchAdapter, method: LayerwiseMet
     for bi, block in enumerate(tqdm(blocks, desc=f"{method.name} blocks", disable=not progress)):
         prefix = f"{adapter.blocks_path}.{bi}."
         if sequential and lockstep:
-            hidden = _Lockstep(block, adapter, method, pattern, prefix, report).run(
+            hidden = _Lockstep(block, adapter, method, per_block[bi], prefix, report).run(
                 hidden, cap.kwargs[bi])
             _finite_hidden(hidden, f"the outputs of block {bi} after pruning it with "
                                    f"{registry.label(method.name)}")
@@ -315,7 +321,7 @@ def prune_layerwise(model: nn.Module, adapter: ArchAdapter, method: LayerwiseMet
                     lin = block.get_submodule(group[0])
                     acc = StatAccumulator(lin.in_features, method.stat, lin.weight.device)
                     accs[group] = acc
-                    handles += _input_hooks(block, adapter, group[:1], acc.add)
+                    handles += input_hooks(block, adapter, group[:1], acc.add)
                 try:
                     for h, kw in zip(hidden, cap.kwargs[bi]):
                         block(h, **kw)
@@ -326,14 +332,14 @@ def prune_layerwise(model: nn.Module, adapter: ArchAdapter, method: LayerwiseMet
             report.seconds_stats += t1 - t0
             for group in phase:
                 stats = accs[group].finish() if group in accs else None
-                _apply(method, [block.get_submodule(name) for name in group], stats, pattern,
-                       [prefix + name for name in group], report)
+                _apply(method, [block.get_submodule(name) for name in group], stats,
+                       per_block[bi], [prefix + name for name in group], report)
             del accs
             report.seconds_prune += time.perf_counter() - t1
         if bi == len(blocks) - 1 and on_block_output is None:
             break                                   # nothing consumes the last block's outputs
         t2 = time.perf_counter()
-        hidden = [_first(block(h, **kw)) for h, kw in zip(hidden, cap.kwargs[bi])]
+        hidden = [first_output(block(h, **kw)) for h, kw in zip(hidden, cap.kwargs[bi])]
         _finite_hidden(hidden, f"the outputs of block {bi} after pruning it with "
                                f"{registry.label(method.name)}")
         report.seconds_propagate += time.perf_counter() - t2

@@ -30,6 +30,7 @@ from bench.adapters import adapter_for
 from bench.data.calibration import load_calibration_for
 from bench.evaluation.checkpoint import PRUNE_JSON
 from bench.config import load_config
+from bench.allocation import owl_allocation
 from bench.engine import prune_layerwise, validate_layers
 from bench.evaluation.evaluate import check_finite_weights, check_pattern, measure_sparsity, perplexity
 from bench.packages import REPO_ROOT
@@ -38,6 +39,9 @@ from methods import registry
 from methods.base import LayerwiseMethod, MethodError, ModelMethod, PruneBenchError, parse_pattern
 
 log = logging.getLogger(__name__)
+# what a non-uniform allocation (bench/allocation.py) adds to the run JSON's method_report
+ALLOCATION_KEYS = ("allocation", "owl_m", "owl_lambda", "outlier_ratio", "block_params",
+                   "block_sparsity", "seconds_allocation")
 
 
 def _peak_rss_mb() -> float:
@@ -71,10 +75,14 @@ def _run_method(method: Any, model: Any, adapter: Any, pattern: Any, calib_ids: 
     if method.kind == "baseline":
         return model, {}                            # the dense reference: weights untouched
     if isinstance(method, LayerwiseMethod):
+        alloc = (owl_allocation(model, adapter, method, pattern, calib_ids, engine["batch_size"],
+                                progress) if method.allocation == "owl" else {})
         rep = prune_layerwise(model, adapter, method, pattern, calib_ids, engine["batch_size"],
-                              method.sequential, progress)
+                              method.sequential, progress,
+                              block_sparsity=alloc.get("block_sparsity"))
         return model, {"seconds_stats": rep.seconds_stats, "seconds_prune": rep.seconds_prune,
-                       "seconds_propagate": rep.seconds_propagate, "n_tokens": rep.n_tokens}
+                       "seconds_propagate": rep.seconds_propagate, "n_tokens": rep.n_tokens,
+                       **alloc}
     method.progress = progress
     mdata = structured_run.model_data(calib_ids, tok, cfg, model_key)
     try:
@@ -232,7 +240,11 @@ def _measure(checkpoint: Path, info: dict[str, Any], pattern: Any, cfg: dict[str
         extra["structure"] = structured.pop("structure")
         sp.update(structured)
     else:
-        check_pattern(model, adapter, pattern, sp["per_layer"])
+        engine_rep = info["cost"].get("engine") or {}
+        check_pattern(model, adapter, pattern, sp["per_layer"],
+                      block_sparsity=engine_rep.get("block_sparsity"))
+        if "allocation" in engine_rep:                 # OWL: the block sparsities and why
+            extra["method_report"] = {k: engine_rep[k] for k in ALLOCATION_KEYS if k in engine_rep}
     device = models.device(cfg["engine"]["device"])
     model.to(device)
     reference = model if info["method"]["kind"] == "baseline" else _dense(info, cfg, dtype, device)

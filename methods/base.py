@@ -255,6 +255,9 @@ class LayerwiseMethod(Method):
     # shared-input group's statistic taken after the earlier groups of its block are pruned
     # (offered as the `<name>_seq` variants, each its own row)
     sequential: ClassVar[bool] = False
+    # how the target sparsity is spread over blocks (methods/allocation.py): "uniform", or "owl"
+    # in the `<name>_owl` variants the registry makes of any layer-wise unstructured method
+    allocation: ClassVar[str] = "uniform"
 
     def prune_layer(self, weight: torch.Tensor, stats: LayerStats | None,
                     pattern: Pattern, name: str = "layer") -> LayerResult:

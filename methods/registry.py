@@ -17,14 +17,15 @@ from types import ModuleType
 from typing import Any
 
 import methods
-from methods.base import Method, PruneBenchError, did_you_mean
+from methods import allocation as allocation_mod
+from methods.base import LayerwiseMethod, Method, PruneBenchError, did_you_mean
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "prunebench.methods"
 # modules of the methods/ package that hold shared code, never a method
 SUPPORT_MODULES = frozenset({"base", "registry", "masks", "units", "hessian", "evolution",
-                             "structured_obs", "level_db"})
+                             "structured_obs", "level_db", "allocation"})
 
 _REGISTRY: dict[str, type[Method]] = {}
 _ORIGIN: dict[str, str] = {}
@@ -124,10 +125,26 @@ def plugin_errors() -> dict[str, str]:
     return dict(_PLUGIN_ERRORS)
 
 
+def _variant(name: str) -> type[Method] | None:
+    """`<method>_owl`: the OWL-allocated variant of a registered layer-wise method, made on
+    first use with its base's origin (methods/allocation.py). Variants are not listed by
+    `available()`, so what it lists never depends on what was asked for before."""
+    for allocation, suffix in allocation_mod.SUFFIX.items():
+        base = name[:-len(suffix)] if name.endswith(suffix) else None
+        if base in _REGISTRY and issubclass(_REGISTRY[base], LayerwiseMethod):
+            cls = allocation_mod.with_allocation(_REGISTRY[base], allocation)  # type: ignore[arg-type]
+            _ORIGIN.setdefault(name, _ORIGIN[base])
+            return cls
+    return None
+
+
 def get(name: str) -> type[Method]:
     ensure_loaded()
     if name in _REGISTRY:
         return _REGISTRY[name]
+    variant = _variant(name)
+    if variant is not None:
+        return variant
     if name in _PLUGIN_ERRORS:
         raise PruneBenchError(f"method plugin '{name}' failed to load: {_PLUGIN_ERRORS[name]}")
     broken = f" (failed to load: {'; '.join(_PLUGIN_ERRORS.values())})" if _PLUGIN_ERRORS else ""

@@ -102,8 +102,11 @@ def measure_sparsity(model: nn.Module, adapter: ArchAdapter) -> dict[str, Any]:
 
 @torch.no_grad()
 def check_pattern(model: nn.Module, adapter: ArchAdapter, pattern: Pattern,
-                  per_layer: dict[str, float], tolerance: float = 0.01) -> None:
-    """Raise if the saved weights do not honour the pattern (N:M exactly, unstructured ~target)."""
+                  per_layer: dict[str, float], tolerance: float = 0.01,
+                  block_sparsity: list[float] | None = None) -> None:
+    """Raise if the saved weights do not honour the pattern (N:M exactly, unstructured ~target).
+    With a non-uniform allocation (`block_sparsity`, one per block) each layer is held to its
+    block's sparsity and the prunable parameters together to the pattern's."""
     if pattern.kind == "nm":
         assert pattern.n is not None and pattern.m is not None
         for name, lin in adapter.prunable(model).items():
@@ -113,14 +116,26 @@ def check_pattern(model: nn.Module, adapter: ArchAdapter, pattern: Pattern,
                 raise PruneBenchError(f"layer {name} violates {pattern.slug}: a group of "
                                       f"{pattern.m} has {int(groups.max())} nonzeros")
     elif pattern.kind == "unstructured":
-        widths = {name: lin.in_features for name, lin in adapter.prunable(model).items()}
+        layers = adapter.prunable(model)
+        widths = {name: lin.in_features for name, lin in layers.items()}
+        target = {name: pattern.sparsity for name in per_layer}
+        if block_sparsity is not None:
+            target = {name: block_sparsity[int(name[len(adapter.blocks_path) + 1:].split(".")[0])]
+                      for name in per_layer}
         for name, frac in per_layer.items():
             # per-row methods remove round(in * sparsity) weights per row: on narrow layers
             # (Mamba's dt_proj has 16 inputs) that is up to half a weight per row off target
             slack = max(1e-3, 0.5 / widths.get(name, 1 << 30) + 1e-9)
-            if frac < pattern.sparsity - slack or frac > pattern.sparsity + max(tolerance, slack):
+            if frac < target[name] - slack or frac > target[name] + max(tolerance, slack):
                 raise PruneBenchError(f"layer {name} has sparsity {frac:.4f}, target "
-                                      f"{pattern.sparsity:.4f} ({pattern.slug})")
+                                      f"{target[name]:.4f} ({pattern.slug})")
+        if block_sparsity is not None:
+            sizes = {name: lin.weight.numel() for name, lin in layers.items()}
+            total = sum(sizes[n] * per_layer[n] for n in per_layer) / sum(sizes[n] for n in per_layer)
+            slack = max(1e-3, 0.5 / min(widths.values()) + 1e-9)
+            if abs(total - pattern.sparsity) > slack:
+                raise PruneBenchError(f"the prunable layers have sparsity {total:.4f} together, "
+                                      f"target {pattern.sparsity:.4f} ({pattern.slug})")
 
 
 @torch.no_grad()
