@@ -2,7 +2,7 @@
 
 Owns: `StatAccumulator`, fed with a linear layer's input batches [..., in] through a forward
 pre-hook, producing `LayerStats` (token count, sum of squared inputs per feature, and the
-Hessian 2 X X^T / n). Memory is O(in^2) per layer, independent of the token count.
+Hessian 2 X X^T / n, or the mean and variance of each feature). Memory is O(in^2) per layer, independent of the token count.
 
 Batch invariance: the sums are accumulated in float64, in the order of the calibration batches,
 and rounded to float32 once at the end, so the statistic of a given set of inputs does not
@@ -41,6 +41,8 @@ class StatAccumulator:
         self.kind = kind
         self.n_tokens = 0
         self.act_sq = torch.zeros(in_features, dtype=ACC_DTYPE, device=device)
+        self.act_sum = (torch.zeros(in_features, dtype=ACC_DTYPE, device=device)
+                        if kind == "act_moments" else None)
         self.xtx = (torch.zeros(in_features, in_features, dtype=ACC_DTYPE, device=device)
                     if kind == "hessian" else None)
         self._upper_only = False      # True once xtx holds only its upper triangle (syrk path)
@@ -50,6 +52,8 @@ class StatAccumulator:
         """x [..., in] -> accumulate over all leading dimensions (tokens)."""
         x2 = x.reshape(-1, x.shape[-1]).to(ACC_DTYPE)         # [tokens, in]
         self.n_tokens += x2.shape[0]
+        if self.act_sum is not None:
+            self.act_sum += x2.sum(dim=0)
         if self.xtx is None:
             self.act_sq += (x2 * x2).sum(dim=0)
             return                                            # (else act_sq = diag(X^T X))
@@ -72,4 +76,10 @@ class StatAccumulator:
                 xtx = xtx + xtx.triu(1).t()
             hessian = (xtx * (2.0 / n)).float()               # rounded to float32 once
         act_sq = self.act_sq if self.xtx is None else torch.diagonal(self.xtx)
-        return LayerStats(n_tokens=self.n_tokens, act_sq=act_sq.float(), hessian=hessian)
+        mean = var = None
+        if self.act_sum is not None:                          # in float64, then rounded once
+            mean64 = self.act_sum / n
+            var = (self.act_sq / n - mean64 * mean64).clamp_min(0.0).float()
+            mean = mean64.float()
+        return LayerStats(n_tokens=self.n_tokens, act_sq=act_sq.float(), hessian=hessian,
+                          act_mean=mean, act_var=var)

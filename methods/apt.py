@@ -199,6 +199,7 @@ def apt_prune_group(weights: list[torch.Tensor], hessian: torch.Tensor, pattern:
 @register
 class APT(LayerwiseMethod):
     name = "apt"
+    updates_weights = True               # the optimal multi-weight update of the kept weights
     stat = "hessian"
     capabilities = Capabilities(kinds=frozenset({"unstructured", "nm"}))
     Params = APTParams

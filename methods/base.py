@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 PatternKind = Literal["dense", "unstructured", "nm", "structured"]
-StatKind = Literal["none", "act_norm", "hessian"]
+StatKind = Literal["none", "act_norm", "act_moments", "hessian"]
 
 
 class PruneBenchError(ValueError):
@@ -195,12 +195,16 @@ def make_params(params_cls: type, overrides: dict[str, Any] | None, method: str)
 class LayerStats:
     """The statistic a layer-wise method asked for, accumulated over calibration tokens (fp32).
 
-    act_sq: [in] sum of squared inputs per input feature; hessian: [in, in] = 2/n sum x x^T.
+    act_sq: [in] sum of squared inputs per input feature; hessian: [in, in] = 2/n sum x x^T;
+    act_mean, act_var: [in] mean and (population) variance of each input feature over the
+    tokens ("act_moments", which also fills act_sq).
     """
 
     n_tokens: int
     act_sq: torch.Tensor | None = None
     hessian: torch.Tensor | None = None
+    act_mean: torch.Tensor | None = None
+    act_var: torch.Tensor | None = None
 
 
 @dataclass
@@ -258,6 +262,9 @@ class LayerwiseMethod(Method):
     # how the target sparsity is spread over blocks (methods/allocation.py): "uniform", or "owl"
     # in the `<name>_owl` variants the registry makes of any layer-wise unstructured method
     allocation: ClassVar[str] = "uniform"
+    # whether the kept weights may differ from the input's (SparseGPT's and APT's updates); a
+    # mask refinement such as DSnoT (methods/dsnot.py) only takes methods that update none
+    updates_weights: ClassVar[bool] = False
 
     def prune_layer(self, weight: torch.Tensor, stats: LayerStats | None,
                     pattern: Pattern, name: str = "layer") -> LayerResult:

@@ -18,6 +18,7 @@ from typing import Any
 
 import methods
 from methods import allocation as allocation_mod
+from methods import dsnot as dsnot_mod
 from methods.base import LayerwiseMethod, Method, PruneBenchError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "prunebench.methods"
 # modules of the methods/ package that hold shared code, never a method
 SUPPORT_MODULES = frozenset({"base", "registry", "masks", "units", "hessian", "evolution",
-                             "structured_obs", "level_db", "allocation"})
+                             "structured_obs", "level_db", "allocation", "dsnot"})
 
 _REGISTRY: dict[str, type[Method]] = {}
 _ORIGIN: dict[str, str] = {}
@@ -126,15 +127,26 @@ def plugin_errors() -> dict[str, str]:
 
 
 def _variant(name: str) -> type[Method] | None:
-    """`<method>_owl`: the OWL-allocated variant of a registered layer-wise method, made on
-    first use with its base's origin (methods/allocation.py). Variants are not listed by
+    """`<method>_owl` (the OWL-allocated variant, methods/allocation.py) and `<method>_dsnot`
+    (the DSnoT-refined one, methods/dsnot.py) of a layer-wise method, made on first use with
+    its base's origin; suffixes compose (`wanda_owl_dsnot`). Variants are not listed by
     `available()`, so what it lists never depends on what was asked for before."""
-    for allocation, suffix in allocation_mod.SUFFIX.items():
-        base = name[:-len(suffix)] if name.endswith(suffix) else None
-        if base in _REGISTRY and issubclass(_REGISTRY[base], LayerwiseMethod):
-            cls = allocation_mod.with_allocation(_REGISTRY[base], allocation)  # type: ignore[arg-type]
-            _ORIGIN.setdefault(name, _ORIGIN[base])
-            return cls
+    makers = {suffix: (lambda b, a=allocation: allocation_mod.with_allocation(b, a))
+              for allocation, suffix in allocation_mod.SUFFIX.items()}
+    makers[dsnot_mod.SUFFIX] = dsnot_mod.with_dsnot
+    for suffix, make in makers.items():
+        if not name.endswith(suffix) or len(name) == len(suffix):
+            continue
+        base_name = name[:-len(suffix)]
+        try:
+            base = get(base_name)
+        except PruneBenchError:
+            return None
+        if not issubclass(base, LayerwiseMethod):
+            return None
+        cls = make(base)
+        _ORIGIN.setdefault(name, _ORIGIN[base_name])
+        return cls
     return None
 
 

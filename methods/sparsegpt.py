@@ -125,6 +125,7 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, pattern: Patter
 @register
 class SparseGPT(LayerwiseMethod):
     name = "sparsegpt"
+    updates_weights = True               # the OBS update of the kept weights
     stat = "hessian"
     capabilities = Capabilities(kinds=frozenset({"unstructured", "nm"}))
     Params = SparseGPTParams

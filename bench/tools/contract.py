@@ -55,8 +55,9 @@ def layer_inputs(n: int = 256, d: int = 64, seed: int = 0) -> torch.Tensor:
 
 
 def layer_stats(x: torch.Tensor) -> LayerStats:
-    """Both statistics the engine can collect, for inputs x [n, d]."""
-    return LayerStats(n_tokens=x.shape[0], act_sq=(x * x).sum(0), hessian=2 * x.t() @ x / x.shape[0])
+    """Every statistic the engine can collect, for inputs x [n, d]."""
+    return LayerStats(n_tokens=x.shape[0], act_sq=(x * x).sum(0), hessian=2 * x.t() @ x / x.shape[0],
+                      act_mean=x.mean(0), act_var=x.var(0, unbiased=False))
 
 
 def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
