@@ -23,6 +23,7 @@ from bench import outputs
 from bench.zoo import fits, models
 from bench.adapters import adapter_for
 from bench.packages import REPO_ROOT, sha256_bytes, sha256_file
+from bench.structure.depth import dense_layers
 from bench.zoo import load_zoo
 from methods import registry
 from methods.base import PruneBenchError, parse_pattern
@@ -41,11 +42,13 @@ _WEIGHTS = re.compile(r"\.(safetensors|bin|pt|pth|gguf)$")
 
 def identity(config: Any) -> dict[str, Any]:
     """What a zoo key promises about a model: architecture, vocabulary, width, depth. Pruning
-    (also structured pruning, which narrows heads and channels only) keeps every one of them."""
+    keeps every one of them (structured pruning narrows heads and channels; depth pruning
+    removes blocks but records the dense depth)."""
     arch = adapter_for(SimpleNamespace(config=config)).arch
     return {"arch": arch, "vocab_size": getattr(config, "vocab_size", None),
             "hidden_size": getattr(config, "hidden_size", None),
-            "num_hidden_layers": getattr(config, "num_hidden_layers", None)}
+            # a depth-pruned model (bench/structure/depth.py) promises its dense depth
+            "num_hidden_layers": dense_layers(config)}
 
 
 def _canonical(record: dict[str, Any]) -> bytes:
