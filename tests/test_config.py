@@ -24,8 +24,10 @@ def test_shipped_configs_validate(name: str) -> None:
     assert runs
 
 
-CELLS = 1 + 5 * 4 + 3 * 2     # dense + 5 layer-wise methods x 4 patterns + 3 structured x 2
-CROSS = 5 * 2 + 3 * 4         # the cross combinations, dropped by design
+# dense + 6 layer-wise methods x 4 patterns + 3 unstructured-only variants (wanda_owl,
+# sparsegpt_owl, wanda_dsnot) x 2 + 4 structured methods x 2
+CELLS = 1 + 6 * 4 + 3 * 2 + 4 * 2
+CROSS = 6 * 2 + 3 * 4 + 4 * 4  # the cross combinations, dropped by design
 
 
 def test_default_grid_plan(monkeypatch) -> None:
@@ -46,7 +48,7 @@ def test_default_grid_without_accepted_terms_drops_gemma(monkeypatch) -> None:
     runs, dropped = plan(load_config(DEFAULT_CONFIG))
     assert len(runs) == 3 * CELLS and not any(r.model == "gemma3-270m" for r in runs)
     gated = [why for r, why in dropped if r.model == "gemma3-270m"]
-    assert len(gated) == 1 + 8 * 6 and all(LICENSE_ENV + "=gemma" in why for why in gated)
+    assert len(gated) == 1 + 13 * 6 and all(LICENSE_ENV + "=gemma" in why for why in gated)
     assert len(dropped) - len(gated) == 3 * CROSS
 
 
@@ -67,19 +69,22 @@ def test_bad_configs_rejected(mutate, msg: str) -> None:
         load_config(raw)
 
 
-STRUCTURED = {"llm_pruner", "llm_pruner_lora", "darwinlm"}
+STRUCTURED = {"llm_pruner", "llm_pruner_lora", "darwinlm", "shortgpt"}
+UNSTRUCTURED_ONLY = {"wanda_owl", "sparsegpt_owl", "wanda_dsnot"}
 
 
 def test_planner_drops_unsupported_with_reason(monkeypatch) -> None:
     monkeypatch.delenv(LICENSE_ENV, raising=False)
     raw = copy.deepcopy(_raw())
     raw["models"] = [m for m in raw["models"] if m != "gemma3-270m"]     # gated: test above
+    # a method line with no run is a config error: the unstructured-only variants leave
+    raw["methods"] = {k: v for k, v in raw["methods"].items() if k not in UNSTRUCTURED_ONLY}
     raw["patterns"] = ["2of4", "structured-20"]
     runs, dropped = plan(load_config(raw))
     assert all((r.pattern == "structured-20") == (r.method in STRUCTURED) for r in runs
                if r.method != "dense")
     assert dropped and all("cannot do pattern" in why for _, why in dropped)
-    assert len(dropped) == 3 * (5 + 3)    # 3 models x (5 layer-wise x structured, 3 structured x 2of4)
+    assert len(dropped) == 3 * (6 + 4)    # 3 models x (6 layer-wise x structured, 4 structured x 2of4)
 
 
 def test_trained_models_regenerate_from_their_recipe() -> None:
