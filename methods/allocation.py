@@ -132,6 +132,8 @@ def with_allocation(base: type[LayerwiseMethod], allocation: str) -> type[Layerw
         "capabilities": Capabilities(kinds=frozenset({"unstructured"}), archs=caps.archs,
                                      needs_calibration=True),
         "description": base.description + " OWL layer allocation (outlier-weighted).",
+        "paper": base.paper + ("; layer allocation: Yin et al. 2024, Outlier Weighed Layerwise "
+                               "Sparsity (OWL) (arXiv 2310.05175)"),
         "fidelity": base.fidelity + (" Block sparsities from OWL (Yin et al. 2024): outlier "
                                      "ratios of the dense model's Wanda scores, methods/allocation.py."),
     })

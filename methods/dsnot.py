@@ -147,6 +147,8 @@ def with_dsnot(base: type[LayerwiseMethod]) -> type[LayerwiseMethod]:
         "prune_layer": prune_layer,
         "prune_group": LayerwiseMethod.prune_group,
         "description": base.description + " Mask refined by DSnoT (prune-and-grow, no weight update).",
+        "paper": base.paper + ("; refinement: Zhang et al. 2024, Dynamic Sparse No Training "
+                               "(arXiv 2310.08915)"),
         "fidelity": base.fidelity + (" DSnoT refinement (Zhang et al. 2024) as documented in "
                                      "docs/methods/dsnot.md."),
     })
