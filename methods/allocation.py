@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
-from methods.base import Capabilities, LayerwiseMethod, Pattern, PruneBenchError
+from methods.base import Capabilities, LayerwiseMethod, Pattern, PruneBenchError, combine_params
 
 ALLOCATIONS = ("uniform", "owl")
 SUFFIX = {"owl": "_owl"}
@@ -89,13 +88,6 @@ class OWLParams:
 _VARIANTS: dict[tuple[type, str], type] = {}
 
 
-def _copy_field(f: dataclasses.Field) -> Any:
-    """A fresh field with `f`'s default (a Field object cannot sit in two dataclasses)."""
-    if f.default_factory is not dataclasses.MISSING:
-        return dataclasses.field(default_factory=f.default_factory)
-    return dataclasses.field(default=f.default)
-
-
 def with_allocation(base: type[LayerwiseMethod], allocation: str) -> type[LayerwiseMethod]:
     """The `<base.name>_<allocation>` variant of a layer-wise method (made once, cached)."""
     if allocation not in SUFFIX:
@@ -107,21 +99,7 @@ def with_allocation(base: type[LayerwiseMethod], allocation: str) -> type[Layerw
     key = (base, allocation)
     if key in _VARIANTS:
         return _VARIANTS[key]
-    own = [f for f in dataclasses.fields(base.Params)]
-    clash = {f.name for f in own} & {f.name for f in dataclasses.fields(OWLParams)}
-    if clash:
-        raise PruneBenchError(f"method '{base.name}' already has parameters {sorted(clash)}")
-
-    def validate(self: Any) -> None:
-        base_validate = getattr(base.Params, "validate", None)
-        if base_validate is not None:
-            base_validate(self)
-        OWLParams.validate(self)
-
-    params = dataclasses.make_dataclass(
-        f"{base.Params.__name__}OWL",
-        [(f.name, f.type, _copy_field(f)) for f in own + list(dataclasses.fields(OWLParams))],
-        frozen=True, namespace={"validate": validate})
+    params = combine_params(base.Params, OWLParams, base.name, "OWL")
     caps = base.capabilities
     variant = type(f"{base.__name__}OWL", (base,), {
         "name": base.name + SUFFIX[allocation],

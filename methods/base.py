@@ -164,6 +164,32 @@ def _check_value(method: str, key: str, value: Any, default: Any) -> Any:
     return value
 
 
+def combine_params(base: type, extra: type, method: str, tag: str) -> type:
+    """A frozen hyperparameter dataclass with `base`'s fields then `extra`'s (defaults kept),
+    validated by both classes' `validate()`: the parameters of a method variant that adds a
+    step to a method (methods/allocation.py, methods/dsnot.py). Name clashes are refused."""
+    fields = list(dataclasses.fields(base)) + list(dataclasses.fields(extra))
+    names = [f.name for f in fields]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise PruneBenchError(f"method '{method}' already has parameters {clash}")
+
+    def fresh(f: dataclasses.Field) -> Any:          # a Field cannot sit in two dataclasses
+        if f.default_factory is not dataclasses.MISSING:
+            return dataclasses.field(default_factory=f.default_factory)
+        return dataclasses.field(default=f.default)
+
+    def validate(self: Any) -> None:
+        for cls in (base, extra):
+            check = getattr(cls, "validate", None)
+            if check is not None:
+                check(self)
+
+    return dataclasses.make_dataclass(f"{base.__name__}{tag}",
+                                      [(f.name, f.type, fresh(f)) for f in fields],
+                                      frozen=True, namespace={"validate": validate})
+
+
 def make_params(params_cls: type, overrides: dict[str, Any] | None, method: str) -> Any:
     """Build a frozen hyperparameter dataclass; unknown keys, wrong types and non-finite numbers
     raise one-line errors, then the class's own `validate()` checks the ranges."""

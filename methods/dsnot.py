@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from methods.base import (Capabilities, LayerResult, LayerStats, LayerwiseMethod, Pattern,
-                          PruneBenchError)
+                          PruneBenchError, combine_params)
 
 SUFFIX = "_dsnot"
 # the reference's update threshold is 0.1 on errors summed over 2,048-token sequences; ours is
@@ -91,12 +91,6 @@ def dsnot_refine(weight: torch.Tensor, keep: torch.Tensor, act_sq: torch.Tensor,
     return keep, trace
 
 
-def _copy_field(f: dataclasses.Field) -> Any:
-    if f.default_factory is not dataclasses.MISSING:
-        return dataclasses.field(default_factory=f.default_factory)
-    return dataclasses.field(default=f.default)
-
-
 _VARIANTS: dict[type, type] = {}
 
 
@@ -108,21 +102,7 @@ def with_dsnot(base: type[LayerwiseMethod]) -> type[LayerwiseMethod]:
                               f"weights; '{getattr(base, 'name', base)}' cannot take it")
     if base in _VARIANTS:
         return _VARIANTS[base]
-    own = list(dataclasses.fields(base.Params))
-    clash = {f.name for f in own} & {f.name for f in dataclasses.fields(DSnoTParams)}
-    if clash:
-        raise PruneBenchError(f"method '{base.name}' already has parameters {sorted(clash)}")
-
-    def validate(self: Any) -> None:
-        base_validate = getattr(base.Params, "validate", None)
-        if base_validate is not None:
-            base_validate(self)
-        DSnoTParams.validate(self)
-
-    params = dataclasses.make_dataclass(
-        f"{base.Params.__name__}DSnoT",
-        [(f.name, f.type, _copy_field(f)) for f in own + list(dataclasses.fields(DSnoTParams))],
-        frozen=True, namespace={"validate": validate})
+    params = combine_params(base.Params, DSnoTParams, base.name, "DSnoT")
 
     def prune_layer(self: Any, weight: torch.Tensor, stats: LayerStats | None,
                     pattern: Pattern, name: str = "layer") -> LayerResult:
