@@ -21,7 +21,7 @@ from transformers import AutoTokenizer
 from bench import data, outputs
 from bench.packages import REPO_ROOT
 from bench.zoo import get_spec, load_zoo
-from methods import registry
+from methods import allocation, dsnot, registry
 
 
 def pin_work_dirs(work: str, wheels: str) -> str:
@@ -143,7 +143,12 @@ def method_source(method: str) -> list[str]:
     card is rebuilt when that file changes, and a plugin's only when the card is missing."""
     origin = registry.origin(method)
     path = REPO_ROOT / origin                      # absolute: jobs may run in another directory
-    return [str(path)] if origin.startswith("methods/") and path.is_file() else []
+    files = [str(path)] if origin.startswith("methods/") and path.is_file() else []
+    # a variant's card also says what its added step does (methods/allocation.py, dsnot.py)
+    steps = {**{s: "allocation" for s in allocation.SUFFIX.values()}, dsnot.SUFFIX: "dsnot"}
+    files += [str(REPO_ROOT / "methods" / f"{module}.py") for suffix, module in steps.items()
+              if suffix + "_" in method + "_"]
+    return files
 
 
 def job_threads(method: str, pattern: str, default: int, cores: int) -> int:
