@@ -36,3 +36,11 @@ def test_a_run_made_under_another_bos_rule_is_made_again(tmp_path: Path) -> None
     marker = tmp_path / "marker.bos"
     workflow.write_refresh_marker(str(marker))
     assert "another BOS rule" in marker.read_text()
+
+
+def test_a_variants_card_follows_its_added_steps() -> None:
+    from bench.workflow import method_source
+
+    names = {m: [Path(f).name for f in method_source(m)] for m in ("wanda", "wanda_owl_dsnot", "ria")}
+    assert names == {"wanda": ["wanda.py"], "wanda_owl_dsnot": ["wanda.py", "allocation.py", "dsnot.py"],
+                     "ria": ["ria.py"]}
