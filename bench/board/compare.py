@@ -42,7 +42,8 @@ class Row:
     vs_best: paired.Interval | None = None
     rank: int | None = None
     tied_with_best: bool = False
-    at_chance: bool = False
+    at_chance: bool = False          # not above chance: its own interval holds or lies under it
+    below_chance: bool = False       # its own interval lies wholly under chance
     own: paired.Interval | None = None
     seeds: list[float] = field(default_factory=list)
 
@@ -145,7 +146,8 @@ def compare(results_dir: Path, model: str, pattern: str, metric: str,
         row = Row(m, v.value(), vs_dense=paired.interval(v, dense_vals) if dense_vals else None)
         if level is not None:
             row.own = paired.own_interval(v)
-            row.at_chance = row.own.contains(level)
+            row.at_chance = row.own.lo <= level
+            row.below_chance = row.own.hi < level
         seeds = [x for r in seed_records(results_dir, model, m, pattern)
                  if (x := values(metric, r, dense)) is not None]
         row.seeds = [row.value] + [s.value() for s in seeds] if seeds else []
@@ -169,6 +171,13 @@ def seed_summary(row: Row) -> tuple[float, float] | None:
     if len(row.seeds) < 2:
         return None
     return float(np.mean(row.seeds)), float(np.std(row.seeds, ddof=1))
+
+
+def chance_label(row: Row | dict[str, Any]) -> str:
+    """'below chance' for an accuracy whose own interval lies under the chance level, 'at
+    chance' for one whose interval holds it: neither is ranked on accuracy."""
+    below = row.get("below_chance") if isinstance(row, dict) else row.below_chance
+    return "below chance" if below else "at chance"
 
 
 def dominant(row: Row) -> str | None:
@@ -210,14 +219,15 @@ def table(result: dict[str, Any]) -> str:
     lines = [head, f"{'rank':<8}{'method':<18}{'value':>10}  {'vs dense [95% CI]':<33} "
                    f"{'vs best [95% CI]':<33} {'seeds mean ± sd':<21} note"]
     for r in result["rows"]:
-        rank = "chance" if r.at_chance else (f"{r.rank}=" if r.tied_with_best and r.rank == 1
+        rank = ("below" if r.below_chance else "chance") if r.at_chance else (f"{r.rank}=" if r.tied_with_best and r.rank == 1
                                              else str(r.rank))
         summary = seed_summary(r)
         seeds = (f"{_fmt(summary[0], metric)} ± {_fmt(summary[1], metric)}" if summary else "–")
         note = dominant(r) or ""
         if r.at_chance and r.own is not None:
-            note = (f"at chance: its own 95% interval [{_fmt(r.own.lo, metric)}, "
-                    f"{_fmt(r.own.hi, metric)}] holds {_fmt(result['chance'], metric)}; not ranked")
+            note = (f"{chance_label(r)}: its own 95% interval [{_fmt(r.own.lo, metric)}, "
+                    f"{_fmt(r.own.hi, metric)}] {'lies under' if r.below_chance else 'holds'} "
+                    f"{_fmt(result['chance'], metric)}; not ranked")
         lines.append(f"{rank:<8}{r.method:<18}{_fmt(r.value, metric):>10}  "
                      f"{_iv(r.vs_dense, metric):<33} {_iv(r.vs_best, metric):<33} {seeds:<21} {note}")
     lines.append(f"paired percentile bootstrap, {result['resamples']} resamples, seed "
@@ -228,7 +238,8 @@ def table(result: dict[str, Any]) -> str:
 
 def _stat(row: Row, result: dict[str, Any]) -> dict[str, Any]:
     return {"value": row.value, "rank": row.rank, "tied_with_best": row.tied_with_best,
-            "at_chance": row.at_chance, "chance": result["chance"],
+            "at_chance": row.at_chance, "below_chance": row.below_chance,
+            "chance": result["chance"],
             "vs_dense": None if row.vs_dense is None else
             [row.vs_dense.diff, row.vs_dense.lo, row.vs_dense.hi],
             "vs_best": None if row.vs_best is None else

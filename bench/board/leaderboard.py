@@ -25,7 +25,7 @@ from bench import outputs
 from bench.board import agreement, equal_speed, site_pages, site_plots, site_run, site_schema
 from bench.packages import REPO_ROOT
 from bench.results import SCHEMA_VERSION, load_all
-from bench.board.compare import run_stats
+from bench.board.compare import chance_label, run_stats
 from bench.board.cuda_table import check_sections, load_checks
 from bench.board.method_cards import load_cards
 from bench.board.speed_table import load_speed, run_speed, speed_sections
@@ -136,7 +136,7 @@ def _rank_text(stat: dict[str, Any] | None, rank: str = "rank", tied: str = "tie
     if stat is None:
         return None
     if stat.get("at_chance"):
-        return "at chance"
+        return chance_label(stat)
     if stat.get(rank) is None:
         return None
     return f"{stat[rank]}=" if stat.get(tied) and stat[rank] == 1 else str(stat[rank])
@@ -147,7 +147,7 @@ def paired_columns(stats: dict[str, Any] | None) -> dict[str, Any]:
     flips, rank per metric within the run's training group (`rank_*`) and among every method
     (`rank_*_all`), the 95 % interval of the difference to dense, chance."""
     out: dict[str, Any] = {"flips/zeroshot": None, "zeroshot_chance": None,
-                           "zeroshot_at_chance": None,
+                           "zeroshot_at_chance": None, "zeroshot_below_chance": None,
                            "rank_group": ((stats or {}).get("ppl") or {}).get("group")}
     for metric in ("ppl", "kl", "zeroshot", "flips"):
         stat = (stats or {}).get(metric)
@@ -163,6 +163,7 @@ def paired_columns(stats: dict[str, Any] | None) -> dict[str, Any]:
     if stats and "zeroshot" in stats:
         out["zeroshot_chance"] = stats["zeroshot"]["chance"]
         out["zeroshot_at_chance"] = stats["zeroshot"]["at_chance"]
+        out["zeroshot_below_chance"] = stats["zeroshot"].get("below_chance", False)
     return out
 
 

@@ -112,6 +112,8 @@ def landing(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     else "zero-shot not measured for this run",
                     "acc_delta": "" if d_acc is None else f"{d_acc:+.1f}",
                     "at_chance": bool(r.get("zeroshot_at_chance")),
+                    "chance_label": ("below chance" if r.get("zeroshot_below_chance")
+                                     else "at chance"),
                     "bucket": loss_bucket(r.get(f"delta_{PPL}_pct")), "href": run_page(r)})
             matrix.append({"method": m, "cells": cells, "training": next(
                 (r["training"] for r in mine if r["method"] == m), "unknown")})

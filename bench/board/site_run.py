@@ -100,6 +100,13 @@ def reproduce(run: dict[str, Any], configfile: str = DEFAULT_CONFIG,
             "examples": run.get("examples"), "configfile": configfile}
 
 
+def _chance_note(row: dict[str, Any]) -> str:
+    if not row.get("zeroshot_at_chance"):
+        return ""
+    return " (this run is below chance)" if row.get("zeroshot_below_chance") else \
+        " (this run is at chance)"
+
+
 def paired_facts(row: dict[str, Any]) -> list[tuple[str, str]]:
     """What the paired comparison says of a run (bench.board.compare): its ranks, its 95 % intervals
     against dense, what difference its zero-shot subset resolves, chance and flips."""
@@ -116,7 +123,7 @@ def paired_facts(row: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(("0-shot avg vs dense (paired 95%)",
                     f"{100 * lo:+.1f} to {100 * hi:+.1f} points: this subset resolves differences "
                     f"of about ±{50 * (hi - lo):.1f} points; chance {100 * row['zeroshot_chance']:.1f}"
-                    f"{' (this run is at chance)' if row.get('zeroshot_at_chance') else ''}; rank "
+                    f"{_chance_note(row)}; rank "
                     f"{row.get('rank_zeroshot') or '–'}"))
     if row.get("flips/zeroshot") is not None:
         out.append(("answer flips vs dense", f"{100 * row['flips/zeroshot']:.1f}% of the "

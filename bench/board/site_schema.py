@@ -60,7 +60,8 @@ FIXED: tuple[Column, ...] = (
            "the perplexity windows (lower is better; 0 for dense)", True, "float4", "quality"),
     Column("zeroshot/average/acc", "0-shot avg", "mean zero-shot accuracy over the tasks "
            "(lm-eval acc); below it the paired 95% interval of the difference to dense, in "
-           "points; 'at chance' when the run's own interval contains the chance level", False,
+           "points; 'at chance' when the run's own interval contains the chance level, '< chance' "
+           "(below chance) when it lies wholly under it", False,
            "acc", "zero-shot"),
     Column("flips/zeroshot", "flips", "fraction of zero-shot documents whose correctness differs "
            "from the dense model's (Dutta et al. 2024): equal accuracy can hide many flips",
@@ -73,7 +74,7 @@ FIXED: tuple[Column, ...] = (
     Column("rank_kl", "rank KL", "rank on KL within the training group", True, "rank", "ranks",
            False),
     Column("rank_zeroshot", "rank 0-shot", "rank on the zero-shot average within the training "
-           "group ('at chance' runs are not ranked)", True, "rank", "ranks", False),
+           "group ('at chance' and 'below chance' runs are not ranked)", True, "rank", "ranks", False),
     Column("prune_seconds", "prune s", "wall time of the pruning step", True, "seconds", "cost",
            False),
 )
@@ -178,7 +179,10 @@ def _cell(col: Column, row: dict[str, Any]) -> dict[str, Any]:
                       f"{100 * row['zeroshot_vs_dense_hi']:+.1f} (paired 95%); chance "
                       f"{100 * row['zeroshot_chance']:.1f}")
         if row.get("zeroshot_at_chance") and col.key == "zeroshot/average/acc":
-            return {"text": text + " (at chance)", "sort": value, "title": title,
+            below = row.get("zeroshot_below_chance")         # "<" keeps the column narrow
+            title += "; below chance: its own interval lies under the chance level" if below else ""
+            return {"text": f"{text} ({'< chance' if below else 'at chance'})", "sort": value,
+                    "title": title,
                     "href": None, "cls": "at-chance"}
     elif col.fmt == "rank":
         return {"text": str(value), "sort": row.get(col.key + "_sort") or "", "title":

@@ -90,6 +90,25 @@ def test_accuracy_at_chance_is_not_ranked(results) -> None:
     assert not rows["good"].at_chance and rows["good"].rank == 1
 
 
+def test_accuracy_below_chance_is_not_ranked_either(results) -> None:
+    """A run that answers reliably worse than guessing (its own interval wholly under chance) is
+    no better evidence than one at chance: neither is ranked, and the table says which."""
+    rng = np.random.default_rng(1)
+    worse = {t: (rng.random(N_DOCS) < (0.10 if t == "arc_easy" else 0.30)).astype(int)
+             for t in ("arc_easy", "boolq")}
+    nll = rng.normal(3.0, 0.3, 64)
+    _write(results, _record("worse", "2of4", nll + 4.0, np.full(64, 3.0), worse))
+    out = compare.compare(results, "m", "2of4", "zeroshot")
+    rows = {r.method: r for r in out["rows"]}
+    assert rows["worse"].own.hi < out["chance"]
+    assert rows["worse"].at_chance and rows["worse"].below_chance and rows["worse"].rank is None
+    assert rows["bad"].at_chance and not rows["bad"].below_chance
+    assert compare.chance_label(rows["worse"]) == "below chance"
+    text = compare.table(out)
+    line = next(x for x in text.splitlines() if " worse " in x)
+    assert line.startswith("below") and "lies under" in line and "not ranked" in line
+
+
 def test_seed_spread_is_reported(results) -> None:
     out = compare.compare(results, "m", "2of4", "ppl")
     good = {r.method: r for r in out["rows"]}["good"]

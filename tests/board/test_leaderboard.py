@@ -214,6 +214,7 @@ def test_zeroshot_average_shows_its_stderr(tmp_path: Path) -> None:
 def write_paired_results(res: Path) -> None:
     """Runs of model "m" at 2of4 with per-example records whose intervals are known by
     construction: wanda and sparsegpt tied, magnitude far behind and at chance on zero-shot,
+    random below chance,
     llm_pruner_lora (recovery training) clearly ahead of all; each method's card written."""
     from tests.board.test_compare import _record
 
@@ -223,10 +224,12 @@ def write_paired_results(res: Path) -> None:
     flipped = {"arc_easy": acc["arc_easy"].copy()}
     flipped["arc_easy"][:30] = 1 - flipped["arc_easy"][:30]
     chance = {"arc_easy": (rng.random(200) < 0.25).astype(int)}
+    worse = {"arc_easy": (rng.random(200) < 0.05).astype(int)}           # reliably under chance
     cells = [("dense", "dense", nll, np.zeros(64), acc),
              ("wanda", "2of4", nll + 0.5, np.full(64, 0.2), flipped),
              ("sparsegpt", "2of4", nll + 0.5 + rng.normal(0, 0.01, 64), np.full(64, 0.2), flipped),
              ("magnitude", "2of4", nll + 3.0, np.full(64, 2.0), chance),
+             ("random", "2of4", nll + 6.0, np.full(64, 5.0), worse),
              ("llm_pruner_lora", "2of4", nll + 0.1, np.full(64, 0.05), acc)]
     for method, pattern, n, kl, a in cells:
         write_card(method, card_path(res, method))
@@ -255,11 +258,13 @@ def test_paired_statistics_reach_the_table(tmp_path: Path) -> None:
     assert rows["llm_pruner_lora"]["rank_ppl"] == "1" and rows["llm_pruner_lora"]["rank_group"] == "recovery training"
     assert rows["wanda"]["rank_ppl_all"] == "2" and rows["llm_pruner_lora"]["rank_ppl_all"] == "1"
     assert rows["magnitude"]["rank_zeroshot"] == "at chance" and rows["magnitude"]["zeroshot_at_chance"]
+    assert rows["random"]["rank_zeroshot"] == "below chance" and rows["random"]["zeroshot_below_chance"]
     assert rows["wanda"]["flips/zeroshot"] == pytest.approx(30 / 200)
     assert rows["dense"]["kl/wiki"] == 0.0
     board = (out / "leaderboard.html").read_text()
     assert ">1=<" in board and "(at chance)" in board and ">flips<" in board and ">KL<" in board
     assert re.search(r'<td class="num g-zero-shot at-chance"[^>]*>\s*23.0 \(at chance\)<small class="iv">', board)   # greyed
+    assert re.search(r'<td class="num g-zero-shot at-chance"[^>]*>\s*[0-9.]+ \(&lt; chance\)<small', board)
     page = (out / "runs" / "m" / "wanda" / "2of4.html").read_text()
     assert "this subset resolves differences of about" in page and "15.0% of the" in page
     # the run page opens with the commands that regenerate it and links its per-example file
