@@ -38,7 +38,9 @@ class DSnoTParams:
     dsnot_threshold: float = THRESHOLD
     dsnot_var_power: float = 1.0      # the reference's --pow_of_var_regrowing
     dsnot_same_sign: bool = False     # the reference runs without it (--without_same_sign)
-    dsnot_skip: list[str] = dataclasses.field(default_factory=list)   # layer-name fragments left as is
+    # layer-name fragments left as is: the reference's default `--skip_layer mlp`, which leaves
+    # Llama's (and Gemma's) MLP layers unrefined and matches no OPT or Mamba layer
+    dsnot_skip: list[str] = dataclasses.field(default_factory=lambda: ["mlp."])
 
     def validate(self) -> None:
         if self.dsnot_cycles < 0:

@@ -67,12 +67,21 @@ def test_variant_keeps_the_base_sparsity_and_honours_skip() -> None:
                        act_var=x.var(0, unbiased=False))
     u50 = parse_pattern("unstructured-50")
     base = registry.create("wanda").prune_layer(w, stats, u50)
-    res = registry.create("wanda_dsnot").prune_layer(w, stats, u50, name="model.layers.0.mlp.up_proj")
+    res = registry.create("wanda_dsnot").prune_layer(w, stats, u50,
+                                                     name="model.layers.0.self_attn.q_proj")
     assert torch.equal(res.keep.sum(1), base.keep.sum(1)) and not torch.equal(res.keep, base.keep)
     assert torch.equal(res.weight, w * res.keep)                          # no weight update
-    skipped = registry.create("wanda_dsnot", {"dsnot_skip": ["mlp."]}).prune_layer(
+    # the reference's default leaves the MLP layers of Llama-style blocks unrefined ...
+    skipped = registry.create("wanda_dsnot").prune_layer(
         w, stats, u50, name="model.layers.0.mlp.up_proj")
     assert torch.equal(skipped.keep, base.keep)
+    # ... and matches no OPT or Mamba layer; an empty list refines every layer
+    for name in ("model.decoder.layers.0.fc1", "backbone.layers.0.mixer.in_proj"):
+        assert not torch.equal(registry.create("wanda_dsnot").prune_layer(
+            w, stats, u50, name=name).keep, base.keep)
+    every = registry.create("wanda_dsnot", {"dsnot_skip": []}).prune_layer(
+        w, stats, u50, name="model.layers.0.mlp.up_proj")
+    assert torch.equal(every.keep, res.keep)
     with pytest.raises(PruneBenchError, match="updates no weights"):
         registry.get("sparsegpt_dsnot")
 
