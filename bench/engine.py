@@ -36,8 +36,10 @@ from bench.adapters import ArchAdapter
 from bench.stats import StatAccumulator
 from methods import registry
 from methods.allocation import block_patterns
-from methods.base import LayerStats, LayerwiseMethod, MethodError, Pattern, PruneBenchError
+from methods.base import (LayerResult, LayerStats, LayerwiseMethod, MethodError, Pattern,
+                          PruneBenchError)
 from methods.masks import check_nm
+from methods.permutation import is_permutation, max_group_nonzeros
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ class EngineReport:
     seconds_propagate: float = 0.0
     n_tokens: int = 0
     group_seconds: dict[str, float] = field(default_factory=dict)  # "name, name" -> prune seconds
+    # name -> [in] long: the input order under which a layer's N:M mask holds (LayerResult.in_perm)
+    in_perms: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def first_output(out: Any) -> torch.Tensor:
@@ -129,6 +133,20 @@ def _finite_stats(method: LayerwiseMethod, stats: LayerStats | None, names: list
                                   f"block's input was finite, so they arise inside this block")
 
 
+def _checked_perm(method: LayerwiseMethod, name: str, res: LayerResult, pattern: Pattern
+                  ) -> torch.Tensor:
+    """A layer's input permutation [in] (int64, CPU), checked: a permutation of its inputs, an
+    N:M pattern, and the pruned weight N:M under it."""
+    perm = res.in_perm.detach().to("cpu").long() if res.in_perm is not None else None
+    if (perm is None or pattern.kind != "nm" or res.in_perm.is_floating_point()
+            or not is_permutation(perm, res.weight.shape[1])
+            or max_group_nonzeros(res.weight.detach(), int(pattern.m), perm) > int(pattern.n)):
+        raise MethodError(f"{registry.label(method.name)}: layer {name} returned an input "
+                          f"permutation that is not one of its {res.weight.shape[1]} inputs under "
+                          f"which its weight is {pattern.slug}")
+    return perm
+
+
 def _apply(method: LayerwiseMethod, lins: list[nn.Linear], stats: LayerStats | None,
            pattern: Pattern, names: list[str], report: EngineReport) -> None:
     """Prune layers that share one input statistic with `method.prune_group`, in place. Any
@@ -152,6 +170,8 @@ def _apply(method: LayerwiseMethod, lins: list[nn.Linear], stats: LayerStats | N
         if not torch.isfinite(res.weight).all():
             raise MethodError(f"{registry.label(method.name)}: layer {name} has NaN/Inf weights "
                               f"after pruning")
+        if res.in_perm is not None:
+            report.in_perms[name] = _checked_perm(method, name, res, pattern)
         lin.weight.data.copy_(res.weight)
         report.layer_keep[name] = float(res.keep.float().mean())
     # the finiteness checks above synchronised the device: the time is the group's own

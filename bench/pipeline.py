@@ -82,7 +82,7 @@ def _run_method(method: Any, model: Any, adapter: Any, pattern: Any, calib_ids: 
                               block_sparsity=alloc.get("block_sparsity"))
         return model, {"seconds_stats": rep.seconds_stats, "seconds_prune": rep.seconds_prune,
                        "seconds_propagate": rep.seconds_propagate, "n_tokens": rep.n_tokens,
-                       **alloc}
+                       **alloc, **({"in_perms": rep.in_perms} if rep.in_perms else {})}
     method.progress = progress
     mdata = structured_run.model_data(calib_ids, tok, cfg, model_key)
     try:
@@ -138,6 +138,10 @@ def prune(model_key: str, method_name: str, pattern_slug: str, out: Path,
         model, engine_report = _run_method(method, model, adapter, pattern, calib_ids, cfg, tok,
                                            model_key, progress)
         prune_seconds = time.perf_counter() - t0
+        in_perms = engine_report.pop("in_perms", None)      # N:M under an input permutation
+        if in_perms:
+            engine_report["in_perm_file"] = checkpoint_mod.write_in_perms(claim.tmp, in_perms)
+            engine_report["permuted_layers"] = len(in_perms)
         info = _prune_info(spec, model, adapter, method, pattern, calib_ids, calib_meta, cfg,
                            source, device, prune_seconds, engine_report)
         if dense_structure is not None:
@@ -242,9 +246,13 @@ def _measure(checkpoint: Path, info: dict[str, Any], pattern: Any, cfg: dict[str
     else:
         engine_rep = info["cost"].get("engine") or {}
         check_pattern(model, adapter, pattern, sp["per_layer"],
-                      block_sparsity=engine_rep.get("block_sparsity"))
+                      block_sparsity=engine_rep.get("block_sparsity"),
+                      in_perms=checkpoint_mod.read_in_perms(checkpoint, info))
         if "allocation" in engine_rep:                 # OWL: the block sparsities and why
             extra["method_report"] = {k: engine_rep[k] for k in ALLOCATION_KEYS if k in engine_rep}
+        if "in_perm_file" in engine_rep:               # RIA's channel permutation (ria_cp)
+            extra["method_report"] = {"channel_permutation": "per layer, saved with the checkpoint",
+                                      "permuted_layers": engine_rep["permuted_layers"]}
     device = models.device(cfg["engine"]["device"])
     model.to(device)
     reference = model if info["method"]["kind"] == "baseline" else _dense(info, cfg, dtype, device)

@@ -237,6 +237,9 @@ class LayerStats:
 class LayerResult:
     weight: torch.Tensor  # [out, in] pruned weight (zeros where pruned), same dtype as input
     keep: torch.Tensor    # [out, in] bool, True where the weight is kept
+    # [in] long, N:M patterns only: the input order under which keep is N:M (keep[:, in_perm]
+    # has N kept in every M consecutive columns; methods/permutation.py). None: the identity.
+    in_perm: torch.Tensor | None = None
 
 
 TRAINING = ("one-shot", "recovery training", "search with training")

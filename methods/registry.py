@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "prunebench.methods"
 # modules of the methods/ package that hold shared code, never a method
 SUPPORT_MODULES = frozenset({"base", "registry", "masks", "units", "hessian", "evolution",
-                             "structured_obs", "level_db", "allocation", "dsnot"})
+                             "structured_obs", "level_db", "allocation", "dsnot", "permutation"})
 
 _REGISTRY: dict[str, type[Method]] = {}
 _ORIGIN: dict[str, str] = {}

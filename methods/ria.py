@@ -8,8 +8,9 @@ column, times the input feature's activation norm to the power `a`:
 
 Unstructured: one cut per layer (the reference's default; `per_row: true` is its
 `--per_outneuron`, Wanda's per-row comparison). N:M: the N best-scored weights of every group of
-M consecutive inputs of each row. No weight update. The reference's channel reallocation and
-linear-sum-assignment permutation for N:M are not implemented (docs/methods/ria.md).
+M consecutive inputs of each row. No weight update. `permute` (N:M only) first reorders the
+inputs as the reference's channel reallocation (`heuristic`) and linear sum assignment (`lsa`)
+do (methods/permutation.py); `ria_cp` is RIA with `permute: lsa`, its own row.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import torch
 from methods.base import (Capabilities, LayerResult, LayerStats, LayerwiseMethod, Pattern,
                           PruneBenchError)
 from methods.masks import select_keep
+from methods.permutation import PERMUTES, channel_order, keep_nm_permuted
 from methods.registry import register
 
 
@@ -27,10 +29,15 @@ from methods.registry import register
 class RIAParams:
     a: float = 0.5           # exponent of the activation norm ||X_j||_2
     per_row: bool = False    # compare within each output row (the reference's --per_outneuron)
+    # N:M input-channel permutation: none | heuristic (--reallocation) | lsa (--reallocation --lsa)
+    permute: str = "none"
 
     def validate(self) -> None:
         if not self.a >= 0:
             raise PruneBenchError("ria: a must be >= 0")
+        if self.permute not in PERMUTES:
+            raise PruneBenchError(f"ria: permute must be one of {', '.join(PERMUTES)}, "
+                                  f"got '{self.permute}'")
 
 
 def relative_importance(weight: torch.Tensor) -> torch.Tensor:
@@ -49,9 +56,15 @@ def ria_scores(weight: torch.Tensor, act_sq: torch.Tensor, a: float) -> torch.Te
 
 
 def ria_prune(weight: torch.Tensor, act_sq: torch.Tensor, pattern: Pattern, a: float = 0.5,
-              per_row: bool = False) -> LayerResult:
-    keep = select_keep(ria_scores(weight, act_sq, a), pattern, per_row=per_row)
-    return LayerResult(weight * keep, keep)
+              per_row: bool = False, permute: str = "none") -> LayerResult:
+    scores = ria_scores(weight, act_sq, a)                                   # [out, in]
+    if pattern.kind != "nm" or permute == "none":
+        keep = select_keep(scores, pattern, per_row=per_row)
+        return LayerResult(weight * keep, keep)
+    assert pattern.n is not None and pattern.m is not None
+    perm = channel_order(scores, pattern.n, pattern.m, permute)              # [in]
+    keep = keep_nm_permuted(scores, pattern.n, pattern.m, perm)
+    return LayerResult(weight * keep, keep, in_perm=perm)
 
 
 @register
@@ -68,10 +81,32 @@ class RIA(LayerwiseMethod):
                 "importance-and-activation-pruning): one statistics pass per block, the pruned "
                 "block's outputs feeding the next. Its unstructured cut prunes every score <= the "
                 "k-th smallest (ties and one extra weight can go); ours removes exactly the "
-                "target count, ties broken towards the lower index (stable sort). The N:M channel "
-                "reallocation and linear-sum-assignment options are not implemented.")
+                "target count, ties broken towards the lower index (stable sort). N:M without "
+                "channel permutation, the reference's default (`ria_cp` adds it).")
 
     def prune_layer(self, weight: torch.Tensor, stats: LayerStats | None,
                     pattern: Pattern, name: str = "layer") -> LayerResult:
         assert stats is not None and stats.act_sq is not None, "ria needs activation norms"
-        return ria_prune(weight, stats.act_sq, pattern, self.params.a, self.params.per_row)
+        return ria_prune(weight, stats.act_sq, pattern, self.params.a, self.params.per_row,
+                         self.params.permute)
+
+
+@dataclass(frozen=True)
+class RIACPParams(RIAParams):
+    permute: str = "lsa"
+
+
+@register
+class RIAChannelPermuted(RIA):
+    """RIA at N:M with the reference's channel permutation (`--reallocation --lsa`)."""
+
+    name = "ria_cp"
+    Params = RIACPParams
+    capabilities = Capabilities(kinds=frozenset({"nm"}))
+    description = ("RIA at N:M after permuting each layer's inputs (heuristic reallocation, then "
+                   "one linear-sum-assignment round per group position) so that the N:M groups "
+                   "keep more score; the kernel gathers its input through the permutation.")
+    fidelity = ("As the reference's `--reallocation --lsa` (importance 'sum', one LSA round per "
+                "group position, over the whole layer: its non-`--fast` path). The permutation "
+                "of every layer is saved with the checkpoint and the N:M check on the saved "
+                "weights applies it; the 2:4 speed kernels here do not gather inputs.")

@@ -25,9 +25,9 @@ def test_shipped_configs_validate(name: str) -> None:
 
 
 # dense + 6 layer-wise methods x 4 patterns + 3 unstructured-only variants (wanda_owl,
-# sparsegpt_owl, wanda_dsnot) x 2 + 4 structured methods x 2
-CELLS = 1 + 6 * 4 + 3 * 2 + 4 * 2
-CROSS = 6 * 2 + 3 * 4 + 4 * 4  # the cross combinations, dropped by design
+# sparsegpt_owl, wanda_dsnot) x 2 + 1 N:M-only (ria_cp) x 2 + 4 structured methods x 2
+CELLS = 1 + 6 * 4 + 3 * 2 + 1 * 2 + 4 * 2
+CROSS = 6 * 2 + 3 * 4 + 1 * 4 + 4 * 4  # the cross combinations, dropped by design
 
 
 def test_default_grid_plan(monkeypatch) -> None:
@@ -48,7 +48,7 @@ def test_default_grid_without_accepted_terms_drops_gemma(monkeypatch) -> None:
     runs, dropped = plan(load_config(DEFAULT_CONFIG))
     assert len(runs) == 3 * CELLS and not any(r.model == "gemma3-270m" for r in runs)
     gated = [why for r, why in dropped if r.model == "gemma3-270m"]
-    assert len(gated) == 1 + 13 * 6 and all(LICENSE_ENV + "=gemma" in why for why in gated)
+    assert len(gated) == 1 + 14 * 6 and all(LICENSE_ENV + "=gemma" in why for why in gated)
     assert len(dropped) - len(gated) == 3 * CROSS
 
 
@@ -84,7 +84,7 @@ def test_planner_drops_unsupported_with_reason(monkeypatch) -> None:
     assert all((r.pattern == "structured-20") == (r.method in STRUCTURED) for r in runs
                if r.method != "dense")
     assert dropped and all("cannot do pattern" in why for _, why in dropped)
-    assert len(dropped) == 3 * (6 + 4)    # 3 models x (6 layer-wise x structured, 4 structured x 2of4)
+    assert len(dropped) == 3 * (7 + 4)    # 3 x (7 layer-wise x structured, 4 structured x 2of4)
 
 
 def test_trained_models_regenerate_from_their_recipe() -> None:

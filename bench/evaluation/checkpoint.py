@@ -8,7 +8,8 @@ found); `is_checkpoint` (the ownership test `bench.outputs.claim` uses before it
 folder: only a checkpoint this tool wrote, holding no file it did not write); `read` (parse,
 seal and file hashes, before any model is loaded) and `verify` (the checkpoint's config against
 the record and against the zoo model the record names; the method registered, of the recorded
-kind and able to do the pattern).
+kind and able to do the pattern); `IN_PERMS`, the sealed file of the input permutations under
+which a layer's N:M mask holds (methods/permutation.py), written and read here.
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
 
 from bench import outputs
 from bench.zoo import fits, models
@@ -31,6 +35,7 @@ from methods.base import PruneBenchError, parse_pattern
 log = logging.getLogger(__name__)
 
 PRUNE_JSON = "prune.json"
+IN_PERMS = "prunebench_in_perms.safetensors"     # layer name -> [in] int64 input permutation
 REQUIRED = ("model", "method", "pattern", "created_at")
 # names transformers' save_pretrained writes (checkpoints of PruneBench before the seal)
 _LEGACY = re.compile(r"^(config\.json|generation_config\.json|model(-\d+-of-\d+)?\.safetensors|"
@@ -167,3 +172,21 @@ def verify_against_zoo(record: dict[str, Any], where: Path, cfg: dict[str, Any])
     verify(record, config, zoo_config, where)
     fits.check_lengths(cfg, key, config, [])
     return config
+
+
+def write_in_perms(folder: Path, perms: dict[str, torch.Tensor]) -> str:
+    """Save the layers' input permutations beside the weights (before the seal); its name."""
+    save_file({name: p.to("cpu", torch.int64).contiguous() for name, p in perms.items()},
+              str(Path(folder) / IN_PERMS))
+    return IN_PERMS
+
+
+def read_in_perms(folder: Path, record: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    """The input permutations a sealed checkpoint records (None when it has none)."""
+    name = (record.get("cost", {}).get("engine") or {}).get("in_perm_file")
+    if name is None:
+        return None
+    if name != IN_PERMS or name not in record["checkpoint"].get("files", {}):
+        raise PruneBenchError(f"checkpoint {folder}: prune.json names input permutations "
+                              f"'{name}' that its seal does not cover")
+    return load_file(str(Path(folder) / name))

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from bench.adapters import ArchAdapter
 from bench.data import with_bos
 from methods.base import Pattern, PruneBenchError
+from methods.permutation import is_permutation, max_group_nonzeros
 
 
 @torch.no_grad()
@@ -103,18 +104,31 @@ def measure_sparsity(model: nn.Module, adapter: ArchAdapter) -> dict[str, Any]:
 @torch.no_grad()
 def check_pattern(model: nn.Module, adapter: ArchAdapter, pattern: Pattern,
                   per_layer: dict[str, float], tolerance: float = 0.01,
-                  block_sparsity: list[float] | None = None) -> None:
+                  block_sparsity: list[float] | None = None,
+                  in_perms: dict[str, torch.Tensor] | None = None) -> None:
     """Raise if the saved weights do not honour the pattern (N:M exactly, unstructured ~target).
     With a non-uniform allocation (`block_sparsity`, one per block) each layer is held to its
-    block's sparsity and the prunable parameters together to the pattern's."""
+    block's sparsity and the prunable parameters together to the pattern's. `in_perms` (layer
+    name -> [in] permutation, N:M only) checks those layers' groups in the permuted order."""
+    in_perms = in_perms or {}
     if pattern.kind == "nm":
         assert pattern.n is not None and pattern.m is not None
-        for name, lin in adapter.prunable(model).items():
-            w = lin.weight
-            groups = (w != 0).reshape(w.shape[0], -1, pattern.m).sum(-1)   # [out, in/m]
-            if int(groups.max()) > pattern.n:
-                raise PruneBenchError(f"layer {name} violates {pattern.slug}: a group of "
-                                      f"{pattern.m} has {int(groups.max())} nonzeros")
+        layers = adapter.prunable(model)
+        unknown = sorted(set(in_perms) - set(layers))
+        if unknown:
+            raise PruneBenchError(f"input permutations name layers the model lacks: {unknown[:3]}")
+        for name, lin in layers.items():
+            perm = in_perms.get(name)
+            if perm is not None and not is_permutation(perm, lin.in_features):
+                raise PruneBenchError(f"layer {name}: its saved input permutation is not a "
+                                      f"permutation of its {lin.in_features} inputs")
+            most = max_group_nonzeros(lin.weight, pattern.m, perm)
+            if most > pattern.n:
+                how = " under its input permutation" if perm is not None else ""
+                raise PruneBenchError(f"layer {name} violates {pattern.slug}{how}: a group of "
+                                      f"{pattern.m} has {most} nonzeros")
+    elif in_perms:
+        raise PruneBenchError(f"input permutations recorded for a {pattern.kind} pattern")
     elif pattern.kind == "unstructured":
         layers = adapter.prunable(model)
         widths = {name: lin.in_features for name, lin in layers.items()}

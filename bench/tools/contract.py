@@ -32,6 +32,7 @@ from bench.results import load_run, validate_run
 from bench.zoo import ARCHS
 from methods import registry
 from methods.base import LayerStats, LayerwiseMethod, Method, PruneBenchError, parse_pattern
+from methods.permutation import is_permutation
 
 # one pattern per kind end to end; the layer-level checks also try the second of each
 E2E_PATTERN = {"dense": "dense", "unstructured": "unstructured-50", "nm": "2of4",
@@ -194,7 +195,11 @@ def check_layer_patterns(method: Method, device: torch.device) -> None:
             assert torch.isfinite(res.weight).all(), f"{slug}: non-finite weights"
             assert (res.weight[~res.keep] == 0).all(), f"{slug}: pruned weights not zero"
             if pattern.kind == "nm":
-                groups = res.keep.reshape(48, 64 // pattern.m, pattern.m).sum(-1)
+                keep = res.keep                       # N:M in the method's own input order
+                if res.in_perm is not None:
+                    assert is_permutation(res.in_perm.cpu(), 64), f"{slug}: in_perm not a permutation"
+                    keep = keep[:, res.in_perm.to(keep.device)]
+                groups = keep.reshape(48, 64 // pattern.m, pattern.m).sum(-1)
                 assert (groups == pattern.n).all(), f"{slug}: not exactly {pattern.n} of {pattern.m}"
             else:
                 achieved = 1.0 - res.keep.float().mean().item()
